@@ -1,0 +1,92 @@
+"""Typed stub for the compiled core, ``pyserver._core`` (csrc/bindings/module.cc).
+
+The core queues requests, forms dynamic batches, gathers inputs into one contiguous buffer per
+input, runs batches on engine instances (one worker thread each) and hands every request its own
+view of the batch's outputs through a CompletionQueue whose eventfd the event loop watches.
+
+Datatype codes are Triton's TYPE_* numbers (see pyserver.types.DataType): BOOL=1, UINT8=2,
+UINT16=3, UINT32=4, UINT64=5, INT8=6, INT16=7, INT32=8, INT64=9, FP16=10, FP32=11, FP64=12,
+BYTES=13, BF16=14. Status codes are pyserver.types.StatusCode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Buffer, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+# (name, datatype code, dims without the batch dimension; -1 = any size)
+TensorSpec = tuple[str, int, Sequence[int]]
+# one output of one request: (shape including the batch dimension, flat uint8 view of its bytes;
+# for BYTES the view holds the 4-byte length framing of exactly this request's elements)
+OutputView = tuple[tuple[int, ...], npt.NDArray[np.uint8]]
+# (request_id, status code, payload): status 0 -> list[OutputView] in the model's output order;
+# any other status -> the error message (str)
+Completion = tuple[int, int, Any]
+
+class PythonEngine(Protocol):
+    """An engine written in Python, called on an instance's worker thread once per batch with the
+    GIL held. Inputs are numpy arrays whose first dimension is the batch (BYTES inputs arrive as
+    object arrays of ``bytes``); it returns one array per configured output, in output order,
+    each with the batch's row count as its first dimension (BYTES outputs as object arrays)."""
+
+    def execute(self, inputs: list[npt.NDArray[Any]]) -> Sequence[npt.NDArray[Any]]: ...
+
+class Engine:
+    """An engine handle the scheduler can run: make one per instance."""
+
+def identity_engine(execute_delay_us: int = 0) -> Engine:
+    """C++ identity: output i is input i (same bytes, zero copy); sleeps execute_delay_us per
+    batch."""
+
+def python_engine(engine: PythonEngine) -> Engine: ...
+
+class CompletionQueue:
+    def __init__(self) -> None: ...
+    def fileno(self) -> int:
+        """The eventfd: readable when completions are waiting."""
+    def drain(self) -> list[Completion]:
+        """Reset the eventfd and return every waiting completion (call on the loop thread)."""
+    def close(self) -> None: ...
+
+class SchedulerOptions:
+    model_name: str
+    max_batch_size: int  # 0: no batching, the shape has no batch dimension
+    preferred_batch_sizes: list[int]
+    max_queue_delay_us: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    manual_clock: bool  # test hook: time moves only through Scheduler.advance_clock
+    def __init__(self) -> None: ...
+
+class Scheduler:
+    def __init__(
+        self, options: SchedulerOptions, engines: Sequence[Engine], completions: CompletionQueue
+    ) -> None:
+        """Starts one batcher thread and one worker thread per engine (instance)."""
+    def submit(
+        self, request_id: int, inputs: Sequence[tuple[Sequence[int], Buffer]]
+    ) -> None:
+        """Queue one request: one (shape, buffer) per model input, in the model's input order.
+        The caller keeps every buffer alive until the request's completion has been drained.
+        Problems with the request (shape, size, stopped scheduler) come back as an error
+        completion, never as an exception."""
+    def stats(self) -> dict[str, Any]:
+        """Triton-shaped statistics: inference_count, execution_count, last_inference (ms since
+        the epoch), success/fail/queue/compute_input/compute_infer/compute_output as
+        {"count", "ns"}, batch_stats [{"batch_size", "compute_input", "compute_infer",
+        "compute_output"}], pending (requests queued or executing)."""
+    def record_failure(self, duration_ns: int) -> None:
+        """Count a request that failed before it reached the queue (validation)."""
+    def pending(self) -> int: ...
+    def stop(self) -> None:
+        """Fail every queued request with UNAVAILABLE, finish running batches, join threads."""
+    # deterministic test hooks
+    def hold(self, queued: int) -> None:
+        """Form no batch until at least `queued` requests are queued; hold(0) releases."""
+    def advance_clock(self, microseconds: int) -> None:
+        """With manual_clock: move the scheduler's clock forward and wake the batcher."""
+    def batch_sizes(self) -> list[int]:
+        """Every executed batch's size (rows), in execution order (test hook)."""
