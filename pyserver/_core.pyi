@@ -11,8 +11,10 @@ BYTES=13, BF16=14. Status codes are pyserver.types.StatusCode.
 
 from __future__ import annotations
 
-from collections.abc import Buffer, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+from typing_extensions import Buffer
 
 import numpy as np
 import numpy.typing as npt

@@ -1,0 +1,36 @@
+// PYBIND11_MODULE(_core): the compiled core's Python face. The contract is pyserver/_core.pyi.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "bindings/bindings.h"
+
+namespace pyserver {
+namespace bindings {
+
+void ThrowIfError(const core::Status& status) {
+  switch (status.code()) {
+    case core::StatusCode::kOk:
+      return;
+    case core::StatusCode::kInvalidArgument:
+      throw py::value_error(status.message());
+    case core::StatusCode::kUnsupported:
+      PyErr_SetString(PyExc_NotImplementedError, status.message().c_str());
+      throw py::error_already_set();
+    default:
+      throw std::runtime_error(status.message());
+  }
+}
+
+}  // namespace bindings
+}  // namespace pyserver
+
+PYBIND11_MODULE(_core, m) {
+  namespace py = pybind11;
+  m.doc() = "pyserver's compiled core: request queue, dynamic batcher, instances, completions.";
+  // Import numpy once, here, so that a missing or broken numpy fails the import clearly rather
+  // than the first batch on a worker thread.
+  py::module_::import("numpy");
+  pyserver::bindings::BindEngines(m);
+  pyserver::bindings::BindCompletionQueue(m);
+  pyserver::bindings::BindScheduler(m);
+}

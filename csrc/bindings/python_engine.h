@@ -1,0 +1,36 @@
+// PythonEngine: an engine written in Python (an object with execute(inputs) -> outputs), run on
+// an instance's worker thread with the GIL taken once per batch.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "core/engine.h"
+
+namespace pyserver {
+namespace bindings {
+
+namespace py = pybind11;
+
+class PythonEngine final : public core::Engine {
+ public:
+  // GIL held. `engine` must have a callable `execute`.
+  explicit PythonEngine(py::object engine);
+  // Takes the GIL to drop its references (it may be destroyed with the GIL released).
+  ~PythonEngine() override;
+
+  // Per batch: takes the GIL once; builds the input arrays (zero copy for fixed-size types),
+  // calls engine.execute, and checks and keeps its outputs. A Python exception becomes INTERNAL
+  // with the exception's text; the worker thread carries on.
+  core::Status Execute(const core::BatchInputs& inputs, core::BatchOutputs* outputs) override;
+
+  // Gives back the Python thread state Execute kept for this worker thread.
+  void OnWorkerExit() override;
+
+ private:
+  py::object engine_;
+  py::object ascontiguousarray_;  // numpy.ascontiguousarray
+  py::object asarray_;            // numpy.asarray
+};
+
+}  // namespace bindings
+}  // namespace pyserver

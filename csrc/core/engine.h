@@ -1,0 +1,43 @@
+// Engine: what an instance runs, once per batch.
+//
+// The instance hands the engine one tensor per model input (the batch's gathered rows) and one
+// slot per model output, pre-filled with the output's spec and datatype; the engine fills each
+// slot's shape and buffer (and its dtype, if it produced another one: the instance checks). The
+// instance validates what comes back before any request sees it.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace pyserver {
+namespace core {
+
+struct BatchTensor {
+  const TensorSpec* spec = nullptr;  // owned by the scheduler's ModelSpec, outlives the batch
+  DataType dtype = DataType::kInvalid;
+  Shape shape;                     // with the batch dimension first when the model batches
+  std::shared_ptr<Buffer> buffer;  // BYTES tensors hold the length framing (framing.h)
+};
+
+using BatchInputs = std::vector<BatchTensor>;
+using BatchOutputs = std::vector<BatchTensor>;
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Runs one batch on the instance's worker thread. Never throws across the thread boundary on
+  // purpose (the worker still catches, as a last resort); failures are a Status.
+  virtual Status Execute(const BatchInputs& inputs, BatchOutputs* outputs) = 0;
+
+  // Called on the worker thread when it starts and just before it exits: an engine that needs
+  // per-thread state (a Python thread state, a device context) sets it up and tears it down here.
+  virtual void OnWorkerStart() {}
+  virtual void OnWorkerExit() {}
+};
+
+}  // namespace core
+}  // namespace pyserver

@@ -1,0 +1,140 @@
+#include "core/instance.h"
+
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/clock.h"
+
+namespace pyserver {
+namespace core {
+
+Instance::Instance(InstanceOptions options) : options_(std::move(options)) {}
+
+Instance::~Instance() { Stop(); }
+
+void Instance::Start() { worker_ = std::thread(&Instance::WorkerLoop, this); }
+
+void Instance::Run(std::unique_ptr<Batch> batch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch_ = std::move(batch);
+    state_ = State::kAssigned;
+  }
+  // Wake the worker after unlocking: it has a batch to run.
+  cv_.notify_one();
+}
+
+void Instance::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_requested_ = true;
+  }
+  // Wake the worker after unlocking: if idle it should exit now.
+  cv_.notify_one();
+  if (worker_.joinable()) worker_.join();
+}
+
+void Instance::WorkerLoop() {
+  options_.engine->OnWorkerStart();
+  for (;;) {
+    std::unique_ptr<Batch> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return batch_ != nullptr || stop_requested_; });
+      // An assigned batch runs even when stopping: its requests were promised an answer.
+      if (batch_ == nullptr) {
+        state_ = State::kStopped;
+        break;
+      }
+      batch = std::move(batch_);
+      state_ = State::kRunning;
+    }
+    Execute(*batch);
+    batch.reset();  // frees the requests; input memory belongs to the callers
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (state_ == State::kRunning) state_ = State::kIdle;
+    }
+    // Outside our lock: the scheduler takes its own lock to put us back on the idle list.
+    options_.listener->OnInstanceIdle(this);
+  }
+  options_.engine->OnWorkerExit();
+}
+
+void Instance::Execute(Batch& batch) {
+  const ModelSpec& model = *options_.model;
+  const int64_t start_ns = SteadyNowNs();
+  for (const auto& request : batch.requests()) request->state = RequestState::kExecuting;
+  options_.stats->RecordBatchExecuted(batch.rows());
+
+  Status status;
+  BatchInputs inputs;
+  BatchOutputs outputs;
+  std::vector<Completion> completions;
+  int64_t input_done_ns = start_ns;
+  int64_t infer_done_ns = start_ns;
+  // Engines and the gather/scatter report failures as a Status; the catch is the last resort
+  // (std::bad_alloc, a bug) so that no exception ever leaves this thread.
+  try {
+    status = batch.Gather(model, &inputs);
+    input_done_ns = SteadyNowNs();
+    if (status.ok()) {
+      batch.PrepareOutputs(model, &outputs);
+      status = options_.engine->Execute(inputs, &outputs);
+    }
+    infer_done_ns = SteadyNowNs();
+    if (status.ok()) {
+      completions.reserve(batch.requests().size());
+      status = batch.Scatter(model, outputs, &completions);
+    }
+  } catch (const std::exception& e) {
+    status = Status::Internal("model '" + model.name + "' instance " +
+                              std::to_string(options_.index) + ": " + e.what());
+  } catch (...) {
+    status = Status::Internal("model '" + model.name + "' instance " +
+                              std::to_string(options_.index) + ": unknown exception");
+  }
+  if (!status.ok()) {
+    completions.clear();
+    FailBatch(batch, status);
+    return;
+  }
+
+  const int64_t done_ns = SteadyNowNs();
+  BatchRecord record;
+  record.rows = batch.rows();
+  record.requests = batch.requests().size();
+  record.compute_input_ns = static_cast<uint64_t>(input_done_ns - start_ns);
+  record.compute_infer_ns = static_cast<uint64_t>(infer_done_ns - input_done_ns);
+  record.compute_output_ns = static_cast<uint64_t>(done_ns - infer_done_ns);
+  for (const auto& request : batch.requests()) {
+    record.queue_ns += static_cast<uint64_t>(start_ns - request->queued_ns);
+    record.success_ns += static_cast<uint64_t>(done_ns - request->submit_ns);
+    request->state = RequestState::kDone;
+  }
+  // Statistics before the push: whoever drains a completion sees it counted.
+  options_.stats->RecordSuccess(record);
+  options_.stats->AddPending(-static_cast<int64_t>(record.requests));
+  options_.completions->Push(&completions);
+}
+
+void Instance::FailBatch(const Batch& batch, const Status& status) {
+  const int64_t done_ns = SteadyNowNs();
+  std::vector<Completion> completions(batch.requests().size());
+  uint64_t failed_ns = 0;
+  for (size_t i = 0; i < batch.requests().size(); ++i) {
+    Request& request = *batch.requests()[i];
+    completions[i].request_id = request.id;
+    completions[i].status = status;
+    failed_ns += static_cast<uint64_t>(done_ns - request.submit_ns);
+    request.state = RequestState::kDone;
+  }
+  options_.stats->RecordFailures(completions.size(), failed_ns);
+  options_.stats->AddPending(-static_cast<int64_t>(completions.size()));
+  options_.completions->Push(&completions);
+}
+
+}  // namespace core
+}  // namespace pyserver

@@ -1,0 +1,83 @@
+// Instance: one executing engine context with its own worker thread.
+//
+// The batcher hands an idle instance one batch at a time (Run). The worker gathers the inputs,
+// runs the engine, scatters the outputs into per-request views, records statistics, pushes every
+// request's completion in one locked push, and tells its listener (the scheduler) it is idle.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/batch.h"
+#include "core/completion_queue.h"
+#include "core/engine.h"
+#include "core/model_spec.h"
+#include "core/stats.h"
+
+namespace pyserver {
+namespace core {
+
+class Instance;
+
+class InstanceListener {
+ public:
+  virtual ~InstanceListener() = default;
+  // Called on the instance's worker thread after each batch, with no lock of the instance held.
+  virtual void OnInstanceIdle(Instance* instance) = 0;
+};
+
+struct InstanceOptions {
+  int index = 0;                              // for messages
+  const ModelSpec* model = nullptr;           // outlives the instance
+  std::shared_ptr<Engine> engine;
+  std::shared_ptr<CompletionQueue> completions;
+  Stats* stats = nullptr;                     // outlives the instance
+  InstanceListener* listener = nullptr;       // outlives the instance
+};
+
+class Instance {
+ public:
+  explicit Instance(InstanceOptions options);
+  ~Instance();  // Stop()
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+
+  void Start();
+
+  // Hands the worker a batch. Precondition: the instance is idle (the caller took it from the
+  // idle list, so no other batch is assigned or running). Takes mu_ briefly.
+  void Run(std::unique_ptr<Batch> batch);
+
+  // Lets an assigned or running batch finish, then ends and joins the worker. Idempotent.
+  // Must not be called on the worker thread itself (from inside an engine).
+  void Stop();
+
+ private:
+  enum class State {
+    kIdle,      // waiting for a batch
+    kAssigned,  // batch_ holds the next batch; the worker has not taken it yet
+    kRunning,   // the worker is executing a batch
+    kStopped,   // the worker has exited
+  };
+
+  void WorkerLoop();
+  // Runs one batch from gather to completion push. Never throws.
+  void Execute(Batch& batch);
+  // Fails every request of the batch with `status` (one push).
+  void FailBatch(const Batch& batch, const Status& status);
+
+  InstanceOptions options_;
+  std::thread worker_;
+
+  std::mutex mu_;  // guards state_, batch_ and stop_requested_; never held while executing
+  std::condition_variable cv_;
+  State state_ = State::kIdle;
+  bool stop_requested_ = false;  // finish what is assigned, then exit
+  std::unique_ptr<Batch> batch_;
+};
+
+}  // namespace core
+}  // namespace pyserver

@@ -1,0 +1,521 @@
+"""The v2 inference codec: request bytes in, `InferRequest` out; results in, response chunks out.
+
+Sans-IO: no sockets, no event loop. The HTTP layer reads the body once and hands it here with the
+`Inference-Header-Content-Length` value; binary input tensors come back as zero-copy memoryview
+slices of that body, and binary outputs go back out as the caller's own buffers.
+
+Validation follows PROTOCOL.md's order, one message per failure, each naming the tensor, what
+the model expects and what the request gave:
+
+1. the header length parses and lies within the body;
+2. the JSON parses and is an object; `id`, `parameters` (priority, timeout, binary_data_output)
+   and the `inputs` list with name/shape/datatype in every item are well formed;
+3. every input the model declares is present once, and no unknown or duplicate input is given;
+4. per input, in the request's order: datatype, shape, byte size (binary_data_size equals
+   elements x itemsize; JSON data holds exactly the shape's element count);
+5. the binary sizes add up exactly to the body's tail; then the BYTES framing of binary BYTES
+   inputs (it can only be read once the tail is cut);
+6. requested outputs name known outputs, once each.
+
+Two paths, one answer. The hot path (`accept_binary_inputs`, `accept_outputs` in the compiled
+`_codec`, or its pure-Python twin `_codec_py`) takes the common request, every input binary and
+everything in order, in one pass, and returns None at the first thing out of the ordinary. The
+general path below then decodes the request (JSON data included) and words the first error. The
+hot path accepts nothing the general path would refuse and returns what it would return; the
+fast-path tests check that on a corpus of mutated requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import orjson
+
+from pyserver.errors import InternalError, InvalidRequest
+from pyserver.protocol import _checks
+from pyserver.types import DataType, ModelSignature, TensorSpec
+
+try:
+    from pyserver.protocol import _codec as _fast
+except ImportError:  # not built: the pure-Python twin has the same API and messages
+    from pyserver.protocol import _codec_py as _fast  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+# Module globals so a test can turn the hot path off and exercise the general path alone.
+_accept_binary_inputs = _fast.accept_binary_inputs
+_accept_outputs = _fast.accept_outputs
+
+__all__ = [
+    "InferRequest",
+    "RequestedOutput",
+    "decode_request",
+    "encode_error",
+    "encode_response",
+    "parse_header_length",
+]
+
+_NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+_BINARY_ONLY = (DataType.FP16, DataType.BF16)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    """One output to answer with: its index into signature.outputs and whether it goes back as
+    binary tensor data. Frozen, so the codec hands out shared instances."""
+
+    index: int
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded, validated inference request.
+
+    inputs: one (shape including any batch dimension, bytes) per signature input, in the
+    signature's order. Binary inputs are memoryview slices of the request body (keep the body
+    alive as long as they are used); JSON inputs are views of freshly built arrays. Every view is
+    flat, C-contiguous, format "B". BYTES tensors are in the length-prefixed wire framing.
+    outputs: the outputs to answer with, in the order to answer (the request's order, or every
+    output in signature order when the request names none).
+    """
+
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: list[tuple[tuple[int, ...], memoryview]]
+    outputs: list[RequestedOutput]
+
+
+class _InputPlan:
+    """What decode needs to know of one declared input, worked out once per signature."""
+
+    __slots__ = (
+        "datatype",
+        "dims",
+        "dtype",
+        "index",
+        "is_bytes",
+        "itemsize",
+        "json_ok",
+        "kinds",
+        "name",
+    )
+
+    def __init__(self, index: int, spec: TensorSpec) -> None:
+        dt = spec.datatype
+        self.index = index
+        self.name = spec.name
+        self.datatype = dt.name
+        self.dims = tuple(spec.dims)
+        self.itemsize = dt.itemsize
+        self.is_bytes = dt is DataType.BYTES
+        self.json_ok = dt not in _BINARY_ONLY
+        self.dtype = dt.numpy
+        # numpy kinds of an inferred JSON array that convert to this datatype without guessing
+        if dt is DataType.BOOL:
+            self.kinds = "b"
+        elif self.dtype is not None and self.dtype.kind in "iu":
+            self.kinds = "iu"
+        else:
+            self.kinds = "iuf"
+
+
+class _Plan:
+    """A signature's lookup tables; cached by identity so each request pays two dict lookups."""
+
+    __slots__ = (
+        "all_outputs",
+        "by_name",
+        "forced_binary",
+        "input_names",
+        "inputs",
+        "out_info",
+        "outputs",
+        "requested",
+        "signature",
+        "table",
+    )
+
+    def __init__(self, signature: ModelSignature) -> None:
+        self.signature = signature
+        self.inputs = tuple(_InputPlan(i, s) for i, s in enumerate(signature.inputs))
+        self.by_name = {p.name: p for p in self.inputs}
+        # the fast path's view of the same: name -> (index, datatype, dims, itemsize or 0)
+        self.table = {p.name: (p.index, p.datatype, p.dims, p.itemsize) for p in self.inputs}
+        self.input_names = ", ".join(repr(p.name) for p in self.inputs) or "none"
+        self.outputs = {s.name: i for i, s in enumerate(signature.outputs)}
+        self.forced_binary = tuple(s.datatype in _BINARY_ONLY for s in signature.outputs)
+        # out_info[i]: (name, datatype name, itemsize or 0 for BYTES, always binary) for encode
+        self.out_info = tuple(
+            (s.name, s.datatype.name, s.datatype.itemsize, forced)
+            for s, forced in zip(signature.outputs, self.forced_binary, strict=True)
+        )
+        # requested[i][binary]: shared RequestedOutput instances (FP16/BF16 are always binary)
+        self.requested = tuple(
+            (RequestedOutput(i, forced), RequestedOutput(i, True))
+            for i, forced in enumerate(self.forced_binary)
+        )
+        # all_outputs[binary_data_output]: the answer when the request names no outputs
+        self.all_outputs = ([r[0] for r in self.requested], [r[1] for r in self.requested])
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan_for(signature: ModelSignature) -> _Plan:
+    # Keyed by id(); the plan holds the signature, so the id cannot be reused while cached.
+    plan = _PLANS.get(id(signature))
+    if plan is None or plan.signature is not signature:
+        if len(_PLANS) >= 1024:  # models come and go; never grow without bound
+            _PLANS.clear()
+        plan = _PLANS[id(signature)] = _Plan(signature)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# decode
+
+
+def parse_header_length(value: int | str | bytes | None, body_size: int) -> int | None:
+    """The JSON header's length from an `Inference-Header-Content-Length` value (the raw header
+    text or an int), checked to lie within a body of `body_size` bytes; None when absent."""
+    if type(value) is int and 0 <= value <= body_size:
+        return value  # the common case, first
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+            )
+        length = int(text)
+    elif type(value) is int:
+        length = value
+        if length < 0:
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length must be a non-negative integer, got {length}"
+            )
+    else:
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+        )
+    if length > body_size:
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length is {length}, but the body has only {body_size} bytes"
+        )
+    return length
+
+
+def decode_request(
+    body: bytes, header_length: int | str | bytes | None, signature: ModelSignature
+) -> InferRequest:
+    """Parse and validate one inference request for `signature`.
+
+    `body` is the whole (already decompressed) request body; `header_length` the
+    Inference-Header-Content-Length value, or None when the request had none (then the whole body
+    is JSON). Raises InvalidRequest (400) or Unsupported (501) with a message for the client.
+    """
+    plan = _plan_for(signature)
+    total = len(body)
+    if type(header_length) is int and 0 <= header_length <= total:
+        json_end: int = header_length  # the common case, without a call
+    else:
+        parsed = parse_header_length(header_length, total)
+        json_end = total if parsed is None else parsed
+    try:
+        doc = orjson.loads(body if json_end == total else memoryview(body)[:json_end])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request's JSON does not parse: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidRequest(f"the request's JSON must be an object, got {_checks.json_type(doc)}")
+
+    request_id = doc.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InvalidRequest(f"request 'id' must be a string, got {_checks.json_type(request_id)}")
+    parameters = _checks.request_parameters(doc.get("parameters"))
+
+    items = doc.get("inputs")
+    inputs = _accept_binary_inputs(items, plan.table, signature.max_batch_size, body, json_end)
+    if inputs is None:  # JSON data, or something to refuse: the general path says what
+        inputs = _decode_inputs(plan, items, body, json_end, header_length is None)
+    outputs = _requested_outputs(plan, doc.get("outputs"), parameters)
+    return InferRequest(request_id, parameters, inputs, outputs)
+
+
+def _decode_inputs(
+    plan: _Plan, items: object, body: bytes, json_end: int, no_header: bool
+) -> list[tuple[tuple[int, ...], memoryview]]:
+    """Decode and check every input, the general way: JSON data as well as binary, and the
+    exact message for the first thing wrong."""
+    signature = plan.signature
+    total = len(body)
+    # Pass 1: structure and presence, so that a missing input is reported before any detail of
+    # another input (PROTOCOL.md's order).
+    if type(items) is not list:
+        raise InvalidRequest(
+            "the request's JSON must have an 'inputs' list, got "
+            + ("nothing" if items is None else _checks.json_type(items))
+        )
+    found: list[dict[str, Any] | None] = [None] * len(plan.inputs)
+    ordered: list[tuple[_InputPlan, dict[str, Any]]] = []
+    for position, item in enumerate(items):
+        p = plan.by_name.get(_checks.input_structure(position, item))
+        if p is None:
+            raise InvalidRequest(
+                f"unknown input {item['name']!r} for model {signature.name!r}; "
+                f"it takes {plan.input_names}"
+            )
+        if found[p.index] is not None:
+            raise InvalidRequest(f"input {p.name!r} is given more than once")
+        found[p.index] = item
+        ordered.append((p, item))
+    if len(ordered) != len(plan.inputs):
+        missing = ", ".join(repr(p.name) for p in plan.inputs if found[p.index] is None)
+        raise InvalidRequest(
+            f"missing input(s) {missing} for model {signature.name!r}; it takes {plan.input_names}"
+        )
+
+    # Pass 2: each input's datatype, shape and size, in the request's order (the order in which
+    # binary inputs take their bytes from the tail).
+    max_batch_size = signature.max_batch_size
+    shapes: list[tuple[int, ...]] = [()] * len(plan.inputs)
+    buffers: list[memoryview | None] = [None] * len(plan.inputs)
+    binary: list[tuple[_InputPlan, int]] = []
+    sizes: list[int] = []
+    for p, item in ordered:
+        if item["datatype"] != p.datatype:
+            raise InvalidRequest(
+                f"input {p.name!r} has datatype {item['datatype']}, "
+                f"but model {signature.name!r} expects {p.datatype}"
+            )
+        shape = item["shape"]
+        count: int = _fast.shape_elements(shape, p.dims, max_batch_size)
+        if count < 0:
+            raise _checks.shape_error(p, shape, signature)
+        shapes[p.index] = tuple(shape)
+        size, data = _checks.input_source(p, item)
+        if size is not None:
+            if not p.is_bytes and size != count * p.itemsize:
+                raise InvalidRequest(
+                    f"input {p.name!r} has binary_data_size {size}, but shape {shape} of "
+                    f"{p.datatype} needs {count} x {p.itemsize} = {count * p.itemsize} bytes"
+                )
+            binary.append((p, count))
+            sizes.append(size)
+        else:
+            buffers[p.index] = _json_tensor(p, data, count, shape)
+
+    if sizes:
+        try:
+            views = _fast.slice_tail(body, json_end, sizes)
+        except ValueError:
+            raise _checks.tail_error(binary, sizes, total - json_end, no_header) from None
+        for (p, count), view in zip(binary, views, strict=True):
+            if p.is_bytes:
+                try:
+                    _fast.check_bytes_framing(view, count)
+                except ValueError as exc:
+                    raise InvalidRequest(
+                        f"input {p.name!r} (BYTES, shape {list(shapes[p.index])}): {exc}"
+                    ) from None
+            buffers[p.index] = view
+    elif json_end != total:
+        raise InvalidRequest(
+            f"the body has {total - json_end} byte(s) after the JSON header, "
+            "but no input has a binary_data_size"
+        )
+
+    # every slot is filled: each declared input was present and got a JSON or a binary buffer
+    return cast("list[tuple[tuple[int, ...], memoryview]]", list(zip(shapes, buffers)))
+
+
+def _json_tensor(p: _InputPlan, data: Any, count: int, shape: list[int]) -> memoryview:
+    """The bytes of an input given as JSON `data` (flat or nested, row-major)."""
+    if type(data) is not list:
+        raise InvalidRequest(
+            f"input {p.name!r}: 'data' must be a list, got {_checks.json_type(data)}"
+        )
+    if p.is_bytes:
+        items: list[str] = []
+        if not _flatten_strings(data, items):
+            raise InvalidRequest(
+                f"input {p.name!r} is BYTES, so its 'data' must hold only strings (or lists "
+                "of them); send raw bytes as binary data"
+            )
+        if len(items) != count:
+            raise _checks.count_error(p, len(items), count, shape)
+        return memoryview(_fast.frame_bytes(items))
+    if not p.json_ok or p.dtype is None:
+        raise InvalidRequest(
+            f"input {p.name!r} is {p.datatype}, which travels only as binary data; "
+            "send it with a binary_data_size"
+        )
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            f"input {p.name!r}: 'data' is not a regular nested list of numbers"
+        ) from None
+    if array.size != count:
+        raise _checks.count_error(p, array.size, count, shape)
+    if array.size and p.kinds == "iu" and array.dtype.kind in "fO":
+        # Mixed int64/uint64-sized Python ints infer as float64 (or object) and would lose
+        # precision: check them one by one instead (rare, so the slow way is fine).
+        values = np.array(data, dtype=object).ravel().tolist()
+        if any(type(v) is not int for v in values):
+            raise _checks.kind_error(p)
+        _checks.check_range(p, min(values), max(values))
+        array = np.array(values, dtype=p.dtype)
+    elif array.size:
+        if array.dtype.kind not in p.kinds:
+            raise _checks.kind_error(p)
+        if p.kinds == "iu":
+            _checks.check_range(p, int(array.min()), int(array.max()))
+    flat = np.ascontiguousarray(array.reshape(-1), dtype=p.dtype)
+    return flat.data.cast("B")
+
+
+def _flatten_strings(data: list[Any], out: list[str]) -> bool:
+    for value in data:
+        if type(value) is str:
+            out.append(value)
+        elif type(value) is list:
+            if not _flatten_strings(value, out):
+                return False
+        else:
+            return False
+    return True
+
+
+def _requested_outputs(
+    plan: _Plan, items: object, parameters: dict[str, Any]
+) -> list[RequestedOutput]:
+    default = parameters.get("binary_data_output") is True
+    if items is None or items == []:
+        return plan.all_outputs[default].copy()
+    fast = _accept_outputs(items, plan.outputs, plan.requested, default)
+    if fast is not None:
+        return fast
+    if type(items) is not list:
+        raise InvalidRequest(f"request 'outputs' must be a list, got {_checks.json_type(items)}")
+    out: list[RequestedOutput] = []
+    for position, item in enumerate(items):
+        if type(item) is not dict:
+            raise InvalidRequest(
+                f"outputs[{position}] must be an object, got {_checks.json_type(item)}"
+            )
+        name = item.get("name")
+        if type(name) is not str:
+            raise InvalidRequest(f"outputs[{position}] needs a string 'name'")
+        index = plan.outputs.get(name)
+        if index is None:
+            known = ", ".join(repr(n) for n in plan.outputs) or "none"
+            raise InvalidRequest(
+                f"unknown output {name!r} requested from model {plan.signature.name!r}; "
+                f"it has {known}"
+            )
+        out.append(plan.requested[index][_checks.output_binary(name, item, default)])
+    if len(out) > 1 and len({r.index for r in out}) != len(out):
+        seen: set[int] = set()
+        for r in out:
+            if r.index in seen:
+                name = plan.signature.outputs[r.index].name
+                raise InvalidRequest(f"output {name!r} is requested more than once")
+            seen.add(r.index)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# encode
+
+
+def encode_response(
+    signature: ModelSignature,
+    model_version: str,
+    request: InferRequest,
+    results: Sequence[tuple[tuple[int, ...], Buffer]],
+) -> tuple[list[Buffer], int | None]:
+    """The response to `request`: (chunks to write in order, Inference-Header-Content-Length).
+
+    `results` holds one (shape, flat bytes) per signature output, in signature order. The first
+    chunk is the JSON header; each binary output follows as the caller's own buffer, uncopied.
+    The header length is None when every output went back as JSON (Content-Type
+    application/json); otherwise the response is application/octet-stream.
+    """
+    plan = _plan_for(signature)
+    if len(results) != len(plan.out_info):
+        raise InternalError(
+            f"model {signature.name!r} produced {len(results)} output(s), "
+            f"but its signature declares {len(plan.out_info)}"
+        )
+    chunks: list[Buffer] = [b""]
+    described: list[dict[str, Any]] = []
+    for requested in request.outputs:
+        index = requested.index
+        name, datatype, itemsize, forced = plan.out_info[index]
+        shape, buf = results[index]
+        nbytes = buf.nbytes if type(buf) is memoryview else memoryview(buf).nbytes
+        if itemsize:
+            count = 1
+            for dim in shape:
+                count *= dim
+            if count * itemsize != nbytes:
+                raise InternalError(
+                    f"output {name!r} of shape {list(shape)} ({datatype}) needs "
+                    f"{count * itemsize} bytes, but {nbytes} were produced"
+                )
+        tensor: dict[str, Any]
+        if requested.binary or forced:
+            tensor = {"name": name, "datatype": datatype, "shape": shape}
+            tensor["parameters"] = {"binary_data_size": nbytes}
+            chunks.append(buf)
+        else:
+            tensor = {"name": name, "datatype": datatype, "shape": shape}
+            tensor["data"] = _json_data(signature.outputs[index], shape, memoryview(buf))
+        described.append(tensor)
+    doc: dict[str, Any] = {"model_name": signature.name, "model_version": model_version}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = described
+    header = orjson.dumps(doc, option=_NUMPY_JSON)
+    if len(chunks) == 1:
+        return [header], None
+    chunks[0] = header
+    return chunks, len(header)
+
+
+def _json_data(spec: TensorSpec, shape: tuple[int, ...], view: memoryview) -> Any:
+    """An output's elements as a flat row-major JSON list (numpy arrays serialize in orjson)."""
+    if spec.datatype is DataType.BYTES:
+        try:
+            elements = _fast.unframe_bytes(view)
+        except ValueError as exc:
+            raise InternalError(f"output {spec.name!r} is malformed BYTES data: {exc}") from None
+        count = 1
+        for dim in shape:
+            count *= dim
+        if len(elements) != count:
+            raise InternalError(
+                f"output {spec.name!r} of shape {list(shape)} holds {len(elements)} BYTES "
+                f"element(s), expected {count}"
+            )
+        try:
+            return [e.decode() for e in elements]
+        except UnicodeDecodeError:
+            raise InvalidRequest(
+                f"output {spec.name!r} holds BYTES that are not valid UTF-8, so it cannot be "
+                "returned as JSON; request it with binary_data: true"
+            ) from None
+    return np.frombuffer(view, dtype=spec.datatype.numpy)
+
+
+def encode_error(message: str) -> bytes:
+    """The body of an error response: {"error": message}."""
+    return orjson.dumps({"error": message})
