@@ -1,0 +1,221 @@
+"""Closed-loop load generator: N keep-alive connections, each sending one binary KServe v2 request
+and waiting for its answer before sending the next. Prints infer/s and latency percentiles.
+
+It speaks HTTP/1.1 over raw asyncio transports (uvloop when installed) with the request bytes built
+once, so the client spends as little of the shared CPU as a Python client can.
+
+    python benchmarks/loadgen.py --url http://127.0.0.1:8000 --model identity --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+
+DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT32": np.int32,
+          "INT64": np.int64, "UINT8": np.uint8, "INT8": np.int8, "BOOL": np.bool_}
+
+
+def model_metadata(base_url: str, model: str) -> dict:
+    with urllib.request.urlopen(f"{base_url}/v2/models/{model}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def model_stats(base_url: str, model: str) -> dict:
+    with urllib.request.urlopen(f"{base_url}/v2/models/{model}/stats", timeout=10) as r:
+        return json.loads(r.read())["model_stats"][0]
+
+
+def build_request(base_url: str, model: str, batch: int = 1, seed: int = 0) -> bytes:
+    """One binary-tensor infer request (HTTP bytes) with random data for every input, the shapes
+    taken from the model's metadata (variable dims become 1), binary outputs asked for."""
+    meta = model_metadata(base_url, model)
+    rng = np.random.default_rng(seed)
+    inputs, tails = [], []
+    for spec in meta["inputs"]:
+        shape = [batch] + [d if d > 0 else 1 for d in spec["shape"][1:]]
+        if spec["datatype"] == "BYTES":
+            n = int(np.prod(shape))
+            raw = b"".join(len(b"hello").to_bytes(4, "little") + b"hello" for _ in range(n))
+        else:
+            raw = (rng.random(shape) * 16).astype(DTYPES[spec["datatype"]]).tobytes()
+        inputs.append({"name": spec["name"], "shape": shape, "datatype": spec["datatype"],
+                       "parameters": {"binary_data_size": len(raw)}})
+        tails.append(raw)
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    body = header + b"".join(tails)
+    host = urlparse(base_url).netloc
+    head = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Length: {len(body)}\r\nInference-Header-Content-Length: {len(header)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float
+    requests: int
+    errors: int
+    latencies_us: list[float] = field(repr=False)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        return float(np.percentile(self.latencies_us, p)) if self.latencies_us else float("nan")
+
+    def line(self) -> str:
+        return (f"c={self.concurrency:<4d} {self.rate:10.0f} req/s   p50 {self.percentile(50):8.0f} us"
+                f"   p99 {self.percentile(99):8.0f} us   errors {self.errors}")
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, payload: bytes, state: "_State") -> None:
+        self.payload = payload
+        self.state = state
+        self.buffer = bytearray()
+        self.need = -1
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send()
+
+    def send(self) -> None:
+        self.sent_at = time.perf_counter()
+        assert self.transport is not None
+        self.transport.write(self.payload)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.need < 0:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buffer[:end]).lower()
+                start = head.find(b"\r\ncontent-length:") + 17
+                stop = head.find(b"\r\n", start)
+                length = int(head[start : stop if stop >= 0 else len(head)])
+                self.ok = head.startswith(b"http/1.1 200")
+                self.need = end + 4 + length
+            if len(self.buffer) < self.need:
+                return
+            del self.buffer[: self.need]
+            self.need = -1
+            self.state.record(time.perf_counter() - self.sent_at, self.ok)
+            if self.state.running:
+                self.send()
+            else:
+                assert self.transport is not None
+                self.transport.close()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _State:
+    def __init__(self) -> None:
+        self.running = True
+        self.measuring = False
+        self.count = 0
+        self.errors = 0
+        self.latencies: list[float] = []
+
+    def record(self, seconds: float, ok: bool) -> None:
+        if not self.measuring:
+            return
+        self.count += 1
+        if not ok:
+            self.errors += 1
+        self.latencies.append(seconds * 1e6)
+
+
+async def run_load(base_url: str, payload: bytes, concurrency: int, duration: float,
+                   warmup: float = 1.0) -> LoadResult:
+    url = urlparse(base_url)
+    state = _State()
+    loop = asyncio.get_running_loop()
+    conns = []
+    for _ in range(concurrency):
+        _, proto = await loop.create_connection(lambda: _Connection(payload, state), url.hostname, url.port)
+        conns.append(proto)
+    await asyncio.sleep(warmup)
+    state.measuring = True
+    start = time.perf_counter()
+    await asyncio.sleep(duration)
+    state.measuring = False
+    elapsed = time.perf_counter() - start
+    state.running = False
+    await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), timeout=30)
+    return LoadResult(concurrency, elapsed, state.count, state.errors, state.latencies)
+
+
+async def run_requests(base_url: str, payload: bytes, concurrency: int, total: int) -> float:
+    """Send `total` requests at the given concurrency as fast as they are answered; returns s."""
+    url = urlparse(base_url)
+    state = _State()
+    state.measuring = True
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    conns = []
+    for _ in range(concurrency):
+        _, proto = await loop.create_connection(lambda: _Connection(payload, state), url.hostname, url.port)
+        conns.append(proto)
+    while state.count < total:
+        await asyncio.sleep(0.05)
+    state.running = False
+    await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), timeout=30)
+    if state.errors:
+        raise RuntimeError(f"{state.errors} requests failed")
+    return time.perf_counter() - start
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--model", default="identity")
+    parser.add_argument("--batch", type=int, default=1, help="rows per request")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    payload = build_request(args.url, args.model, args.batch)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        for c in args.concurrency:
+            results = [runner.run(run_load(args.url, payload, c, args.duration, args.warmup))
+                       for _ in range(args.repeats)]
+            for r in results:
+                print(f"  {args.model} {r.line()}")
+            print(f"{args.model} c={c} median: {statistics.median(r.rate for r in results):.0f} req/s, "
+                  f"p50 {statistics.median(r.percentile(50) for r in results):.0f} us, "
+                  f"p99 {statistics.median(r.percentile(99) for r in results):.0f} us")
+
+
+if __name__ == "__main__":
+    main()

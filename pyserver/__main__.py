@@ -1,0 +1,3 @@
+from pyserver.cli.main import main
+
+main()

@@ -1,0 +1,108 @@
+"""Run the HTTP server: load the repository, serve, stop cleanly on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from pyserver.completions import CompletionRouter
+from pyserver.dataplane import DataPlane
+from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE, make_app
+from pyserver.repository import ModelRepository
+
+log = logging.getLogger("pyserver")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model_repository: Path = Path("engines")
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+
+
+class Server:
+    """The running pieces, started and stopped together on one event loop."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._router: CompletionRouter | None = None
+        self.repository: ModelRepository | None = None
+        self.dataplane: DataPlane | None = None
+
+    async def start(self) -> None:
+        """Listen first (live answers at once, ready only after loading), then load models."""
+        loop = asyncio.get_running_loop()
+        self._router = CompletionRouter(loop)
+        self.repository = ModelRepository(self.options.model_repository, self._router)
+        self.dataplane = DataPlane(self.repository)
+        app = make_app(self.dataplane, self.options.max_request_size)
+        # auto_decompress off: the protocol room undoes Content-Encoding itself, with the size
+        # limit applied to the inflated body and 501 for codings it does not know.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, auto_decompress=False
+        )
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.options.host, self.options.http_port, backlog=1024,
+            reuse_address=True,
+        )
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        # Loading builds ONNX Runtime sessions, which blocks: keep it off the loop.
+        await loop.run_in_executor(None, self.repository.load_all)
+        self.dataplane.set_ready(True)
+        log.info(
+            "pyserver serving %d model version(s) on http://%s:%d",
+            len(self.repository.models()), self.options.host, self.port,
+        )
+
+    async def stop(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.set_ready(False)
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops listening, lets in-flight requests finish
+        if self.repository is not None:
+            # Joining the core's threads blocks: do it off the loop so their last
+            # completions can still be drained.
+            await asyncio.get_running_loop().run_in_executor(None, self.repository.stop)
+        if self._router is not None:
+            self._router.close()
+
+
+async def serve_forever(options: ServerOptions) -> None:
+    server = Server(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        print(f"pyserver: ready on http://{options.host}:{server.port}", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.stop()
+
+
+def run(options: ServerOptions) -> None:
+    """Run until SIGTERM/SIGINT, on uvloop when it is installed."""
+    # The ONNX Runtime workers take the GIL once per batch; a short switch interval lets them
+    # have it soon while the loop is busy, instead of waiting out the default 5 ms.
+    sys.setswitchinterval(0.0005)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop_factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_forever(options))

@@ -1,0 +1,168 @@
+"""Bad requests over real HTTP: the right status, a message naming what was wrong, and no harm
+to the server or to other requests."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import struct
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.conftest import RunningServer
+
+
+def request(server: RunningServer, method: str, path: str, body: bytes = b"",
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def error_of(status_body: tuple[int, dict[str, str], bytes]) -> tuple[int, str]:
+    status, headers, body = status_body
+    assert headers.get("Content-Type", "").startswith("application/json"), headers
+    return status, json.loads(body)["error"]
+
+
+def binary_body(tensors: list[dict], tail: bytes) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps({"inputs": tensors}).encode()
+    return header + tail, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_unknown_model_and_version(server: RunningServer) -> None:
+    status, message = error_of(request(server, "GET", "/v2/models/nope"))
+    assert status == 404 and "nope" in message
+    status, message = error_of(request(server, "POST", "/v2/models/nope/infer", b"{}"))
+    assert status == 404 and "nope" in message
+    status, message = error_of(request(server, "GET", "/v2/models/identity/versions/7"))
+    assert status == 404 and "7" in message
+    status, message = error_of(request(server, "GET", "/v2/models/nope/ready"))
+    assert status == 404
+
+
+def test_unknown_path_and_wrong_method(server: RunningServer) -> None:
+    status, message = error_of(request(server, "GET", "/v3/whatever"))
+    assert status == 404 and "/v3/whatever" in message
+    status, message = error_of(request(server, "GET", "/v2/models/identity/infer"))
+    assert status == 405 and "GET" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "fragment"),
+    [
+        (b"{not json", {}, "JSON"),
+        (b'{"inputs": []}', {}, "INPUT0"),
+        (b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": [0]}]}', {}, "datatype"),
+        (b'{"inputs": [{"name": "INPUT0", "shape": [1, 15], "datatype": "FP32", "data": [0]}]}', {}, "shape"),
+        (b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1, 2]}]}', {}, "16"),
+        (b'{"inputs": [{"name": "INPUT0", "shape": [1000, 16], "datatype": "FP32", "data": [0]}]}', {}, "256"),
+        (b'{"inputs": [{"name": "BOGUS", "shape": [1, 16], "datatype": "FP32", "data": [0]}]}', {}, "BOGUS"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "x1"}, "Inference-Header-Content-Length"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}, "999"),
+    ],
+    ids=["json", "missing", "datatype", "shape", "count", "batch", "unknown", "hlen-parse", "hlen-range"],
+)
+def test_malformed_infer_gets_400_naming_the_problem(
+    server: RunningServer, body: bytes, headers: dict[str, str], fragment: str
+) -> None:
+    status, message = error_of(request(server, "POST", "/v2/models/identity/infer", body, headers))
+    assert status == 400
+    assert fragment in message, message
+
+
+def test_binary_size_mismatches(server: RunningServer) -> None:
+    tensor = {"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",
+              "parameters": {"binary_data_size": 64}}
+    body, headers = binary_body([tensor], b"\0" * 60)  # tail too short
+    status, message = error_of(request(server, "POST", "/v2/models/identity/infer", body, headers))
+    assert status == 400 and "64" in message
+    body, headers = binary_body([tensor], b"\0" * 68)  # tail too long
+    status, message = error_of(request(server, "POST", "/v2/models/identity/infer", body, headers))
+    assert status == 400
+    tensor = dict(tensor, parameters={"binary_data_size": 60})  # size disagrees with shape
+    body, headers = binary_body([tensor], b"\0" * 60)
+    status, message = error_of(request(server, "POST", "/v2/models/identity/infer", body, headers))
+    assert status == 400 and "60" in message
+
+
+def test_bad_bytes_framing(server: RunningServer) -> None:
+    tail = struct.pack("<I", 50) + b"short"  # says 50 bytes, carries 5
+    tensor = {"name": "INPUT0", "shape": [1, 1], "datatype": "BYTES",
+              "parameters": {"binary_data_size": len(tail)}}
+    body, headers = binary_body([tensor], tail)
+    status, message = error_of(request(server, "POST", "/v2/models/identity_bytes/infer", body, headers))
+    assert status == 400 and "INPUT0" in message
+
+
+def test_oversized_body_gets_413(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repository({"identity": (
+        'backend = "identity"\nmax_batch_size = 8\n'
+        '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_FP32"\ndims = [-1]\n'
+        '[[output]]\nname = "OUTPUT0"\ndata_type = "TYPE_FP32"\ndims = [-1]\n'
+    )})
+    running = serve_repository(repo)
+    big = 65 * 1024 * 1024
+    status, message = error_of(request(running, "POST", "/v2/models/identity/infer", b"\0" * big))
+    assert status == 413 and str(64 * 1024 * 1024) in message
+    assert request(running, "GET", "/v2/health/live")[0] == 200
+
+
+def test_unsupported_content_encoding_gets_501(server: RunningServer) -> None:
+    status, message = error_of(request(server, "POST", "/v2/models/identity/infer", b"xx",
+                                       {"Content-Encoding": "br2"}))
+    assert status == 501 and "br2" in message
+
+
+def test_bad_requests_do_not_disturb_good_ones_in_the_same_batch(server: RunningServer) -> None:
+    """Good and bad requests interleaved, 200 in flight: every good one gets exactly its data."""
+
+    async def run() -> None:
+        url = f"{server.http}/v2/models/identity/infer"
+        async with aiohttp.ClientSession() as session:
+
+            async def good(i: int) -> None:
+                x = np.full((1, 16), i, dtype=np.float32)
+                header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": 64}}],
+                                     "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}).encode()
+                async with session.post(url, data=header + x.tobytes(),
+                                        headers={"Inference-Header-Content-Length": str(len(header))}) as r:
+                    assert r.status == 200
+                    body = await r.read()
+                    n = int(r.headers["Inference-Header-Content-Length"])
+                    np.testing.assert_array_equal(np.frombuffer(body[n:], np.float32), x.ravel())
+
+            async def bad(i: int) -> None:
+                header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": 64}}]}).encode()
+                async with session.post(url, data=header + b"\0" * (i % 64),
+                                        headers={"Inference-Header-Content-Length": str(len(header))}) as r:
+                    assert r.status == 400
+
+            await asyncio.gather(*(good(i) if i % 2 else bad(i) for i in range(200)))
+
+    asyncio.run(run())
+    assert request(server, "GET", "/v2/health/ready")[0] == 200
+
+
+def test_a_model_that_fails_to_load_leaves_the_others_serving(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repository(
+        {
+            "broken": 'backend = "onnxruntime"\nmax_batch_size = "lots"\n',
+            "identity": 'backend = "identity"\nmax_batch_size = 4\n'
+                        '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_INT32"\ndims = [2]\n',
+        }
+    )
+    running = serve_repository(repo)
+    assert request(running, "GET", "/v2/models/identity/ready")[0] == 200
+    status, message = error_of(request(running, "GET", "/v2/models/broken"))
+    assert status == 404
+    assert "config.toml" in message and "max_batch_size" in message

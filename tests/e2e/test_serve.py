@@ -1,0 +1,74 @@
+"""`pyserver serve` as a subprocess: wait for ready, check held-out digits, stop with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+from sklearn.datasets import load_digits
+
+from tests.conftest import ENGINES, ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_digits_and_stop_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyserver", "serve", "--model-repository", str(ENGINES),
+         "--host", "127.0.0.1", "--http-port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready in 120 s"
+            time.sleep(0.2)
+
+        digits = load_digits()
+        pixels = digits.data[-360:].astype(np.float32)
+        session = ort.InferenceSession(str(ENGINES / "digits" / "1" / "model.onnx"))
+        want_label, want_prob = session.run(None, {"pixels": pixels})
+        got = []
+        for start in range(0, 360, 90):
+            inp = httpclient.InferInput("pixels", [90, 64], "FP32")
+            inp.set_data_from_numpy(pixels[start : start + 90])
+            result = client.infer("digits", [inp])
+            got.append(result.as_numpy("label"))
+            np.testing.assert_allclose(
+                result.as_numpy("probabilities"), want_prob[start : start + 90], rtol=1e-5, atol=1e-7
+            )
+        labels = np.concatenate(got)
+        np.testing.assert_array_equal(labels, want_label)
+        assert (labels[:, 0] == digits.target[-360:]).mean() >= 0.95
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, out.decode()
