@@ -114,3 +114,13 @@ class TensorSpec:
     name: str
     datatype: DataType
     dims: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSignature:
+    """What the protocol codec needs to know of a model: its name, batching and tensors."""
+
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
