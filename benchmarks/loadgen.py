@@ -81,7 +81,7 @@ class LoadResult:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, payload: bytes, state: "_State") -> None:
+    def __init__(self, payload: bytes, state: _State) -> None:
         self.payload = payload
         self.state = state
         self.buffer = bytearray()

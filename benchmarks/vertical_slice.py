@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ceiling import ceiling  # noqa: E402
-from loadgen import build_request, model_stats, new_loop, run_load, run_requests  # noqa: E402
+from ceiling import ceiling
+from loadgen import build_request, model_stats, new_loop, run_load, run_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 

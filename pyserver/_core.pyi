@@ -9,24 +9,22 @@ UINT16=3, UINT32=4, UINT64=5, INT8=6, INT16=7, INT32=8, INT64=9, FP16=10, FP32=1
 BYTES=13, BF16=14. Status codes are pyserver.types.StatusCode.
 """
 
-from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-from typing_extensions import Buffer
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer
 
 # (name, datatype code, dims without the batch dimension; -1 = any size)
-TensorSpec = tuple[str, int, Sequence[int]]
+TensorSpec: TypeAlias = tuple[str, int, Sequence[int]]
 # one output of one request: (shape including the batch dimension, flat uint8 view of its bytes;
 # for BYTES the view holds the 4-byte length framing of exactly this request's elements)
-OutputView = tuple[tuple[int, ...], npt.NDArray[np.uint8]]
+OutputView: TypeAlias = tuple[tuple[int, ...], npt.NDArray[np.uint8]]
 # (request_id, status code, payload): status 0 -> list[OutputView] in the model's output order;
 # any other status -> the error message (str)
-Completion = tuple[int, int, Any]
+Completion: TypeAlias = tuple[int, int, Any]
 
 class PythonEngine(Protocol):
     """An engine written in Python, called on an instance's worker thread once per batch with the

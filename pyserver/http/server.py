@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def run(options: ServerOptions) -> None:
     # The ONNX Runtime workers take the GIL once per batch; a short switch interval lets them
     # have it soon while the loop is busy, instead of waiting out the default 5 ms.
     sys.setswitchinterval(0.0005)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 
