@@ -24,6 +24,9 @@ from pyserver.errors import ModelLoadError
 from pyserver.types import DataType, ModelSignature, TensorSpec
 
 CONFIG_FILENAME = "config.toml"
+INT32_MAX = 2**31 - 1
+MAX_BATCH_SIZE_LIMIT = 65536  # the core preallocates per-batch-size statistics up to this
+MAX_INSTANCES = 64  # instances of one model on one device: threads, not a resource to hoard
 
 # backend -> (platform, default model file name)
 _BACKENDS: dict[str, tuple[str, str]] = {
@@ -221,15 +224,15 @@ class _Reader:
                 )
         return value
 
-    def integer(self, value: object, key: str, minimum: int, maximum: int | None = None,
+    def integer(self, value: object, key: str, minimum: int, maximum: int = INT32_MAX,
                 expected: str | None = None) -> int:
-        # bool is a subclass of int in Python; `true` is never a count.
-        if (isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-                and (maximum is None or value <= maximum)):
+        # bool is a subclass of int in Python; `true` is never a count. Every number also has
+        # an upper bound, so that nothing the core receives can overflow its int64 arithmetic.
+        if (isinstance(value, int) and not isinstance(value, bool)
+                and minimum <= value <= maximum):
             return value
         if expected is None:
-            expected = f"an integer >= {minimum}" if maximum is None else (
-                f"an integer from {minimum} to {maximum}")
+            expected = f"an integer from {minimum} to {maximum}"
         raise self.error(key, expected, value)
 
     def string(self, value: object, key: str, expected: str = "a non-empty string") -> str:
@@ -258,7 +261,8 @@ class _Reader:
             if name != folder:
                 raise self.error("name", f"the model folder's name {folder!r}", name)
         backend, platform = self.backend_and_platform(raw)
-        max_batch_size = self.integer(raw.get("max_batch_size", 0), "max_batch_size", 0)
+        max_batch_size = self.integer(
+            raw.get("max_batch_size", 0), "max_batch_size", 0, MAX_BATCH_SIZE_LIMIT)
         inputs = self.tensors(raw, "input")
         outputs = self.tensors(raw, "output")
         dynamic_batching = None
@@ -389,7 +393,7 @@ class _Reader:
         for i, raw in enumerate(items):
             key = f"instance_group[{i}]"
             item = self.table(raw, key, ("count", "kind", "gpus"))
-            count = self.integer(item.get("count", 1), f"{key}.count", 1)
+            count = self.integer(item.get("count", 1), f"{key}.count", 1, MAX_INSTANCES)
             kind = self.choice(item.get("kind", "KIND_CPU"), f"{key}.kind", _INSTANCE_KINDS)
             gpus_expected = "an array of GPU indices (integers >= 0)"
             gpus = tuple(

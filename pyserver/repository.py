@@ -49,6 +49,10 @@ class ModelRepository:
             except ModelLoadError as exc:
                 self.failures[folder.name] = LoadFailure(folder.name, str(exc))
                 log.error("model %s failed to load: %s", folder.name, exc)
+            except Exception as exc:  # a backend's or the core's own error: this model only
+                reason = f"{folder}: {type(exc).__name__}: {exc}"
+                self.failures[folder.name] = LoadFailure(folder.name, reason)
+                log.exception("model %s failed to load", folder.name)
             else:
                 log.info("model %s loaded: versions %s", folder.name,
                          sorted(self._models[folder.name]))
@@ -95,7 +99,8 @@ class ModelRepository:
         return f"unknown model '{name}'"
 
     def models(self) -> list[Model]:
-        return [m for versions in self._models.values() for m in versions.values()]
+        # list() copies in one step under the GIL: loading may add models from another thread.
+        return [m for versions in list(self._models.values()) for m in versions.values()]
 
     def versions(self, name: str) -> list[int]:
         return sorted(self._models.get(name, {}))

@@ -45,8 +45,11 @@ Status CheckOptions(const SchedulerOptions& options) {
                                      " (max_batch_size)");
     }
   }
-  if (options.max_queue_delay_us < 0) {
-    return Status::InvalidArgument(prefix + "max_queue_delay_us must be >= 0");
+  // Bounded so that deadlines (enqueue_ns + delay * 1000) cannot overflow int64.
+  constexpr int64_t kMaxQueueDelayUs = int64_t{1} << 40;  // about 12.7 days
+  if (options.max_queue_delay_us < 0 || options.max_queue_delay_us > kMaxQueueDelayUs) {
+    return Status::InvalidArgument(prefix + "max_queue_delay_us must be from 0 to " +
+                                   std::to_string(kMaxQueueDelayUs));
   }
   Status status = CheckSpecs(model.inputs, "input");
   if (!status.ok()) return status;
@@ -146,7 +149,18 @@ void Scheduler::Submit(std::unique_ptr<Request> request) {
       request->state = RequestState::kQueued;
       queue_.push_back(std::move(request));
       stats_.AddPending(1);
-      wake = batcher_waiting_ && BatcherCanAct();
+      if (batcher_waiting_ && BatcherCanAct()) {
+        if (batcher_awaits_deadline_) {
+          // The batcher sleeps until the oldest request's queue delay runs out. This request
+          // changes that only if it completes a full or preferred batch; waking it otherwise
+          // costs a context switch per request for nothing.
+          Plan plan;
+          PlanBatch(clock_->NowNs(), &plan);
+          wake = plan.dispatch;
+        } else {
+          wake = true;
+        }
+      }
     }
   }
   if (request != nullptr) {  // not queued: the scheduler is stopping
@@ -273,11 +287,13 @@ void Scheduler::BatcherLoop() {
       // Wait for the oldest request's deadline, or for a change (a new request may fill the
       // batch). A manual clock is waited on untimed: AdvanceClock notifies.
       batcher_waiting_ = true;
+      batcher_awaits_deadline_ = true;
       if (clock_->manual()) {
         cv_.wait(lock);
       } else {
         cv_.wait_until(lock, TimePoint(std::chrono::nanoseconds(plan.deadline_ns)));
       }
+      batcher_awaits_deadline_ = false;
       batcher_waiting_ = false;
       continue;
     }

@@ -122,6 +122,9 @@ class Scheduler final : public InstanceListener {
   std::vector<Instance*> idle_;  // instances with no batch assigned or running
   size_t hold_ = 0;
   bool batcher_waiting_ = false;  // the batcher is (about to be) blocked on cv_
+  // ... and its wait is for the oldest request's queue-delay deadline (it could act, but the
+  // policy said wait): only a request that makes a batch dispatchable needs to wake it.
+  bool batcher_awaits_deadline_ = false;
 
   std::mutex stop_mu_;  // serializes Stop() callers
   std::thread batcher_;

@@ -33,7 +33,9 @@ class ChunksPayload(payload.Payload):
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         for chunk in self._chunks:
-            await writer.write(chunk)
+            # As a flat byte memoryview: the writer tests its chunks for truth, which a numpy
+            # output view does not answer.
+            await writer.write(memoryview(chunk).cast("B"))
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:

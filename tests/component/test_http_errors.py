@@ -166,3 +166,20 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(make_repository, s
     status, message = error_of(request(running, "GET", "/v2/models/broken"))
     assert status == 404
     assert "config.toml" in message and "max_batch_size" in message
+
+
+def test_a_model_the_core_refuses_fails_alone(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    """A load error that is not a config error (here the ONNX file is garbage) fails that model
+    alone: the server starts and serves the others."""
+    repo = make_repository(
+        {
+            "garbage": 'backend = "onnxruntime"\nmax_batch_size = 4\n',
+            "identity": 'backend = "identity"\nmax_batch_size = 4\n'
+                        '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_INT32"\ndims = [2]\n',
+        }
+    )
+    (repo / "garbage" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
+    running = serve_repository(repo)
+    assert request(running, "GET", "/v2/models/identity/ready")[0] == 200
+    status, message = error_of(request(running, "GET", "/v2/models/garbage"))
+    assert status == 404 and "model.onnx" in message

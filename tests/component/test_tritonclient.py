@@ -182,3 +182,24 @@ def test_async_infer_64_in_flight_batches(server: RunningServer) -> None:
     assert inferences == 256
     assert executions < inferences, (executions, inferences)
     assert a["inference_stats"]["success"]["count"] - b["inference_stats"]["success"]["count"] == 256
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_large_tensors_round_trip(make_repository, serve_repository, binary: bool) -> None:  # type: ignore[no-untyped-def]
+    """Outputs well past the size below which the gateway joins chunks (64 KiB)."""
+    repo = make_repository({"wide": (
+        'backend = "identity"\nmax_batch_size = 8\n'
+        '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_FP32"\ndims = [-1]\n'
+        '[[output]]\nname = "OUTPUT0"\ndata_type = "TYPE_FP32"\ndims = [-1]\n'
+    )})
+    running = serve_repository(repo)
+    client = httpclient.InferenceServerClient(running.url)
+    try:
+        for width in (40_000, 1_000_000):  # 160 KB and 4 MB per row
+            x = np.random.default_rng(width).standard_normal((2, width)).astype(np.float32)
+            if not binary and width > 40_000:
+                continue  # JSON at 8 MB is a benchmark of the JSON library, not of pyserver
+            result = _infer(client, "wide", [x], ["FP32"], binary, ["OUTPUT0"])
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+    finally:
+        client.close()
