@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyserver import _core
 from pyserver.completions import CompletionRouter
 from pyserver.config import ModelConfig
-from pyserver.errors import Unavailable
+from pyserver.errors import ServerError, Unavailable
 from pyserver.protocol.codec import InferRequest
 from pyserver.types import ModelSignature
 
@@ -47,6 +48,7 @@ class Model:
         version: int,
         engines: list[_core.Engine],
         router: CompletionRouter,
+        check_inputs: Callable[[Any], None] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -55,6 +57,7 @@ class Model:
         self.signature: ModelSignature = config.signature()
         options = scheduler_options(config)
         self._router = router
+        self._check_inputs = check_inputs
         self._scheduler = _core.Scheduler(options, engines, router.queue)
         self.instance_count = len(engines)
         self.state = ModelState.READY
@@ -67,6 +70,13 @@ class Model:
         """Run one decoded request; returns one (shape, uint8 view) per model output."""
         if self.state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
+        if self._check_inputs is not None:
+            started = time.monotonic_ns()
+            try:
+                self._check_inputs(request.inputs)
+            except ServerError:
+                self.record_failure(started)
+                raise
         result: list[tuple[tuple[int, ...], Any]] = await self._router.submit(
             self._scheduler, request.inputs
         )

@@ -66,7 +66,9 @@ class ModelRepository:
         try:
             for version in versions:
                 result = backends.load(config, folder / str(version))
-                loaded[version] = Model(result.config, version, result.engines, self._router)
+                loaded[version] = Model(
+                    result.config, version, result.engines, self._router, result.check_inputs
+                )
         except BaseException:
             for model in loaded.values():
                 model.stop()

@@ -15,20 +15,29 @@ installed is a clear load error for that model alone.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyserver import _core
 from pyserver.config import ModelConfig
 from pyserver.errors import ModelLoadError
 
 
+# (shape, bytes-like) per model input, in the model's input order
+Inputs = Sequence[tuple[Sequence[int], Any]]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A backend's answer: the config with every tensor filled in, and one engine per instance."""
+    """A backend's answer: the config with every tensor filled in, one engine per instance, and
+    optionally a per-request check for what only this engine refuses (raising InvalidRequest),
+    run before the request joins a batch, so that it fails alone."""
 
     config: ModelConfig
     engines: list[_core.Engine]
+    check_inputs: Callable[[Inputs], None] | None = None
 
 
 _BACKENDS = {

@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pyserver import _core
-from pyserver.backends import LoadedModel, cpu_instance_count
+from pyserver.backends import Inputs, LoadedModel, cpu_instance_count
 from pyserver.config import ModelConfig
-from pyserver.errors import ModelLoadError
+from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
 
 # ONNX Runtime's type strings -> v2 datatypes
@@ -53,11 +53,42 @@ class OnnxRuntimeEngine:
         for name, array, is_string in zip(
             self._input_names, inputs, self._string_inputs, strict=True
         ):
-            if is_string:
-                array = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
+            if is_string:  # checked per request by Utf8Check, so this cannot fail the batch
+                array = np.vectorize(_utf8, otypes=[object])(array)
             feed[name] = array
         outputs: list[npt.NDArray[Any]] = self._session.run(self._output_names, feed)
         return outputs
+
+
+def _utf8(element: bytes) -> str:
+    return element.decode("utf-8")
+
+
+class Utf8Check:
+    """ONNX Runtime's string tensors are text: a request whose BYTES input is not UTF-8 is
+    refused alone, before it can share (and fail) a batch."""
+
+    def __init__(self, inputs: Sequence[TensorSpec]) -> None:
+        self._string_inputs = [
+            (i, t.name) for i, t in enumerate(inputs) if t.datatype is DataType.BYTES
+        ]
+        self.active = bool(self._string_inputs)
+
+    def __call__(self, inputs: Inputs) -> None:
+        for index, name in self._string_inputs:
+            view = memoryview(inputs[index][1]).cast("B")
+            position, end = 0, len(view)
+            while position + 4 <= end:  # the framing was validated when the request decoded
+                length = int.from_bytes(view[position : position + 4], "little")
+                element = view[position + 4 : position + 4 + length]
+                try:
+                    str(element, "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidRequest(
+                        f"input '{name}': element at byte {position} is not UTF-8 text "
+                        f"({exc.reason}), and the ONNX model takes strings"
+                    ) from None
+                position += 4 + length
 
 
 def _session_options(config: ModelConfig) -> Any:
@@ -197,4 +228,7 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
     )
     # (3) one engine per instance.
     engines = [_core.python_engine(OnnxRuntimeEngine(s, inputs, outputs)) for s in sessions]
-    return LoadedModel(config.with_tensors(inputs, outputs), engines)
+    check = Utf8Check(inputs)
+    return LoadedModel(
+        config.with_tensors(inputs, outputs), engines, check if check.active else None
+    )

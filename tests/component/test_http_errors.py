@@ -183,3 +183,47 @@ def test_a_model_the_core_refuses_fails_alone(make_repository, serve_repository)
     assert request(running, "GET", "/v2/models/identity/ready")[0] == 200
     status, message = error_of(request(running, "GET", "/v2/models/garbage"))
     assert status == 404 and "model.onnx" in message
+
+
+def test_text_that_is_not_utf8_fails_alone_on_an_onnx_string_model(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    """ONNX Runtime takes strings as text: a non-UTF-8 element gets 400 for its own request,
+    and the good requests sent beside it all get their data."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["TEXT"], ["ECHO"])], "echo",
+        [helper.make_tensor_value_info("TEXT", TensorProto.STRING, ["N", 1])],
+        [helper.make_tensor_value_info("ECHO", TensorProto.STRING, ["N", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    repo = make_repository({"echo": 'backend = "onnxruntime"\nmax_batch_size = 16\n'
+                                    '[dynamic_batching]\nmax_queue_delay_microseconds = 2000\n'})
+    onnx.save(model, str(repo / "echo" / "1" / "model.onnx"))
+    running = serve_repository(repo)
+
+    def body(text: bytes) -> tuple[bytes, dict[str, str]]:
+        tail = struct.pack("<I", len(text)) + text
+        tensor = {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
+                  "parameters": {"binary_data_size": len(tail)}}
+        return binary_body([tensor], tail)
+
+    async def run() -> None:
+        url = f"{running.http}/v2/models/echo/infer"
+        async with aiohttp.ClientSession() as session:
+
+            async def send(i: int) -> None:
+                text = f"caf\u00e9 {i}".encode() if i % 3 else b"\xff\xfe bad"
+                data, headers = body(text)
+                async with session.post(url, data=data, headers=headers) as r:
+                    answer = await r.json()
+                    if i % 3:
+                        assert r.status == 200, answer
+                        assert answer["outputs"][0]["data"] == [text.decode()]
+                    else:
+                        assert r.status == 400
+                        assert "TEXT" in answer["error"] and "UTF-8" in answer["error"]
+
+            await asyncio.gather(*(send(i) for i in range(60)))
+
+    asyncio.run(run())
