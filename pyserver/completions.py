@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyserver import _core
-from pyserver.errors import from_status
+from pyserver.errors import Unavailable, from_status
 
 # (shape, bytes-like) per model input, as the core's Scheduler.submit takes them
 CoreInputs = Sequence[tuple[Sequence[int], Any]]
@@ -43,10 +43,16 @@ class CompletionRouter:
     def submit(self, scheduler: _core.Scheduler, inputs: CoreInputs) -> asyncio.Future[Any]:
         """Queue a request on `scheduler`; the future resolves to its outputs (one
         (shape, uint8 view) per model output) or fails with a pyserver.errors exception."""
+        if self._closed:
+            raise Unavailable("the server is shutting down")
         request_id = next(self._ids)
         future = self._loop.create_future()
         self._waiting[request_id] = (future, inputs)
-        scheduler.submit(request_id, inputs)
+        try:
+            scheduler.submit(request_id, inputs)
+        except BaseException:  # a TypeError from the binding: nothing was queued
+            del self._waiting[request_id]
+            raise
         return future
 
     def _drain(self) -> None:
@@ -72,3 +78,8 @@ class CompletionRouter:
         self._drain()
         self._loop.remove_reader(self._queue.fileno())
         self._queue.close()
+        # Every scheduler has stopped, so nothing still waiting can be answered by the core.
+        for future, _ in self._waiting.values():
+            if not future.done():
+                future.set_exception(Unavailable("the server is shutting down"))
+        self._waiting.clear()

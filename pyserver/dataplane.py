@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from pyserver import __version__
+from pyserver.errors import NotFound, Unavailable
 from pyserver.model import Model
 from pyserver.protocol.codec import InferRequest
 from pyserver.repository import ModelRepository
@@ -37,7 +38,15 @@ class DataPlane:
         return {"name": "pyserver", "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model(self, name: str, version: str | None = None) -> Model:
-        return self.repository.get(name, version)
+        try:
+            return self.repository.get(name, version)
+        except NotFound:
+            if not self._ready:
+                raise Unavailable(
+                    f"model '{name}' is not available yet: the server is still loading its "
+                    "model repository"
+                ) from None
+            raise
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         return self.repository.get(name, version).ready

@@ -24,7 +24,6 @@ from pyserver import _core
 from pyserver.config import ModelConfig
 from pyserver.errors import ModelLoadError
 
-
 # (shape, bytes-like) per model input, in the model's input order
 Inputs = Sequence[tuple[Sequence[int], Any]]
 

@@ -3,12 +3,15 @@ and writes the answer; errors are raised and the middleware answers them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from pyserver.dataplane import DataPlane
-from pyserver.errors import ServerError
+from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
 from pyserver.http.responses import infer_response, json_response
 from pyserver.protocol.codec import decode_request, encode_response
 from pyserver.protocol.compression import compress, decompress
@@ -17,6 +20,10 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # Smaller answers go uncompressed whatever Accept-Encoding says (identity is always acceptable):
 # compressing a few hundred bytes costs more CPU than it saves on the wire.
 COMPRESS_FROM = 1024
+# (De)compressing more than this runs in a worker thread rather than on the event loop.
+OFF_LOOP_FROM = 256 * 1024
+
+_T = TypeVar("_T")
 
 
 def _status(ok: bool) -> web.Response:
@@ -59,12 +66,14 @@ class Handlers:
         info = request.match_info
         model = self._dp.model(info["model"], info.get("version"))
         # The body is read once; binary tensors stay views into it until the core's gather.
-        body = await request.read()
+        body = await read_body(request, self._max_request_size)
         headers = request.headers
         try:
             encoding = headers.get("Content-Encoding")
             if encoding is not None:
-                body = decompress(body, encoding, self._max_request_size)
+                body = await _off_loop_if_large(
+                    len(body), decompress, body, encoding, self._max_request_size
+                )
             decoded = decode_request(body, headers.get(HEADER_LENGTH), model.signature)
         except ServerError:
             model.record_failure(started)
@@ -72,7 +81,48 @@ class Handlers:
         results = await self._dp.infer(model, decoded)
         chunks, json_length = encode_response(model.signature, model.version_str, decoded, results)
         accept = headers.get("Accept-Encoding")
-        if accept is not None and sum(memoryview(c).nbytes for c in chunks) >= COMPRESS_FROM:
-            compressed, used = compress(chunks, accept)
-            return infer_response(compressed, json_length, used)
+        if accept is not None:
+            size = sum(memoryview(c).nbytes for c in chunks)
+            if size >= COMPRESS_FROM:
+                compressed, used = await _off_loop_if_large(size, compress, chunks, accept)
+                return infer_response(compressed, json_length, used)
         return infer_response(chunks, json_length)
+
+
+async def read_body(request: web.Request, max_size: int) -> bytes | bytearray:
+    """The request body, copied once from the parser's chunks into one buffer (aiohttp's
+    read() joins into a bytearray and then copies that into bytes). A body that arrived in one
+    chunk is used as it is, with no copy at all."""
+    length = request.content_length
+    if length is None:  # chunked transfer: aiohttp enforces client_max_size as it reads
+        return await request.read()
+    if length > max_size:
+        raise PayloadTooLarge(
+            f"request body is larger than the limit of {max_size} bytes ({length} bytes)"
+        )
+    stream = request.content
+    first = await stream.readany()
+    if len(first) == length:
+        return first
+    body = bytearray(length)
+    view = memoryview(body)
+    filled = len(first)
+    view[:filled] = first
+    while filled < length:
+        chunk = await stream.readany()
+        if not chunk:
+            raise InvalidRequest(f"request body ended after {filled} of {length} bytes")
+        end = filled + len(chunk)
+        if end > length:
+            raise InvalidRequest(f"request body is longer than its Content-Length {length}")
+        view[filled:end] = chunk
+        filled = end
+    return body
+
+
+async def _off_loop_if_large(size: int, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run fn here when the data is small, in a worker thread when it is large: zlib releases
+    the GIL, and the loop keeps serving other requests meanwhile."""
+    if size < OFF_LOOP_FROM:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

@@ -214,7 +214,9 @@ def parse_header_length(value: int | str | bytes | None, body_size: int) -> int 
 
 
 def decode_request(
-    body: bytes, header_length: int | str | bytes | None, signature: ModelSignature
+    body: bytes | bytearray,
+    header_length: int | str | bytes | None,
+    signature: ModelSignature,
 ) -> InferRequest:
     """Parse and validate one inference request for `signature`.
 
@@ -250,7 +252,7 @@ def decode_request(
 
 
 def _decode_inputs(
-    plan: _Plan, items: object, body: bytes, json_end: int, no_header: bool
+    plan: _Plan, items: object, body: bytes | bytearray, json_end: int, no_header: bool
 ) -> list[tuple[tuple[int, ...], memoryview]]:
     """Decode and check every input, the general way: JSON data as well as binary, and the
     exact message for the first thing wrong."""
