@@ -27,11 +27,19 @@ py::array BytesInputToNumpy(const core::BatchTensor& tensor) {
   py::array array(py::dtype("O"), std::move(dims));
   PyObject** slots = static_cast<PyObject**>(array.mutable_data());
   const uint8_t* data = tensor.buffer->data();
+  const size_t size = tensor.buffer->size();
   size_t pos = 0;
-  // The framing was checked per request at submit; the gather concatenated valid framings.
+  // The framing was checked per request at submit and the gather concatenated valid framings;
+  // the bounds are checked again anyway, since the memory was the caller's until the gather.
   for (py::ssize_t k = 0; k < array.size(); ++k) {
+    if (size - pos < core::kFramingHeaderBytes) {
+      throw std::runtime_error("BYTES input '" + tensor.spec->name + "' framing ends early");
+    }
     const size_t length = core::ReadFramedLength(data + pos);
     pos += core::kFramingHeaderBytes;
+    if (size - pos < length) {
+      throw std::runtime_error("BYTES input '" + tensor.spec->name + "' element overruns");
+    }
     PyObject* item = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data + pos),
                                                static_cast<py::ssize_t>(length));
     if (item == nullptr) throw py::error_already_set();

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of models (default: ./engines, the bundled repository)",
     )
     serve.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default 8000)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument(
+        "--host", "--http-address", dest="host", default="0.0.0.0",
+        help="address to listen on (default 0.0.0.0; --http-address is Triton's name)",
+    )
     serve.add_argument(
         "--max-request-size", type=int, default=DEFAULT_MAX_REQUEST_SIZE,
         help="largest request body in bytes, after decompression (default 64 MiB)",

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -28,9 +29,12 @@ def free_port() -> int:
 
 def test_serve_digits_and_stop_on_sigterm() -> None:
     port = free_port()
+    # The installed console script, as a user runs it (python -m pyserver where there is none).
+    script = Path(sys.executable).with_name("pyserver")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pyserver"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserver", "serve", "--model-repository", str(ENGINES),
-         "--host", "127.0.0.1", "--http-port", str(port)],
+        [*command, "serve", "--model-repository", str(ENGINES),
+         "--http-address", "127.0.0.1", "--http-port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
