@@ -58,6 +58,7 @@ class SchedulerOptions:
     max_queue_delay_us: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    dynamic_batching: bool  # False: each request is its own batch (Triton's default scheduler)
     manual_clock: bool  # test hook: time moves only through Scheduler.advance_clock
     def __init__(self) -> None: ...
 

@@ -30,10 +30,8 @@ def scheduler_options(config: ModelConfig) -> _core.SchedulerOptions:
         options.preferred_batch_sizes = list(batching.preferred_batch_size)
         options.max_queue_delay_us = batching.max_queue_delay_microseconds
     else:
-        # Without a [dynamic_batching] table nothing waits: a batch is whatever is queued when
-        # an instance frees (Triton would run each request alone; see the README).
-        options.preferred_batch_sizes = []
-        options.max_queue_delay_us = 0
+        # Without a [dynamic_batching] table each request runs alone, as in Triton.
+        options.dynamic_batching = False
     options.inputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.inputs]
     options.outputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.outputs]
     return options

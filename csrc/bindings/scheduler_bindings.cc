@@ -171,6 +171,7 @@ std::string OptionsRepr(const core::SchedulerOptions& o) {
          ", max_queue_delay_us=" + std::to_string(o.max_queue_delay_us) + ", inputs=" +
          std::string(py::repr(SpecsToPython(o.model.inputs))) + ", outputs=" +
          std::string(py::repr(SpecsToPython(o.model.outputs))) +
+         ", dynamic_batching=" + (o.dynamic_batching ? "True" : "False") +
          ", manual_clock=" + (o.manual_clock ? "True" : "False") + ")";
 }
 
@@ -194,6 +195,7 @@ void BindScheduler(py::module_& m) {
       .def_property(
           "outputs", [](const Options& o) { return SpecsToPython(o.model.outputs); },
           [](Options& o, const py::iterable& specs) { o.model.outputs = SpecsFromPython(specs); })
+      .def_readwrite("dynamic_batching", &Options::dynamic_batching)
       .def_readwrite("manual_clock", &Options::manual_clock)
       .def("__repr__", &OptionsRepr);
 

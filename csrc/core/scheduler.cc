@@ -314,7 +314,8 @@ void Scheduler::PlanBatch(int64_t now_ns, Plan* plan) const {
   plan->members.push_back(0);
   const Request& oldest = *queue_.front();
   const int64_t max_batch_size = options_.model.max_batch_size;
-  if (max_batch_size == 0) {  // no batching: every batch is one request, at once
+  if (max_batch_size == 0 || !options_.dynamic_batching) {
+    // No batching (or no dynamic batching): every batch is one request, at once.
     plan->dispatch = true;
     return;
   }

@@ -40,6 +40,9 @@ struct SchedulerOptions {
   ModelSpec model;
   std::vector<int64_t> preferred_batch_sizes;  // each in 1..max_batch_size; empty = {max}
   int64_t max_queue_delay_us = 0;
+  // false: Triton's default scheduler for a model with no dynamic_batching: each request runs
+  // as its own batch (it may still carry several rows).
+  bool dynamic_batching = true;
   bool manual_clock = false;  // test hook: time moves only through AdvanceClock
 };
 

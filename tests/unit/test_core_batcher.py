@@ -74,6 +74,7 @@ class Harness:
         outputs: Sequence[Spec] = FP32_Y,
         engines: Sequence[_core.Engine] | None = None,
         manual_clock: bool = True,
+        dynamic_batching: bool = True,
     ) -> None:
         self.cq = _core.CompletionQueue()
         options = _core.SchedulerOptions()
@@ -84,6 +85,7 @@ class Harness:
         options.inputs = list(inputs)
         options.outputs = list(outputs)
         options.manual_clock = manual_clock
+        options.dynamic_batching = dynamic_batching
         self.scheduler = _core.Scheduler(
             options, list(engines) if engines else [_core.identity_engine()], self.cq
         )
@@ -178,6 +180,23 @@ def test_zero_delay_dispatches_whatever_is_queued(make: Callable[..., Harness]) 
     request_id = h.submit_rows(1)
     assert list(wait_completions(h.cq, 1)) == [request_id]
     assert h.scheduler.batch_sizes() == [1]
+
+
+def test_without_dynamic_batching_each_request_is_its_own_batch(
+    make: Callable[..., Harness],
+) -> None:
+    # Triton's default scheduler: a batching model with no dynamic_batching runs every request
+    # alone, however many are queued, each with the rows it carries.
+    h = make(max_batch_size=8, delay_us=0, dynamic_batching=False)
+    h.scheduler.hold(3)
+    ids = [h.submit_rows(rows, value=10 * rows) for rows in (1, 3, 2)]
+    h.scheduler.hold(0)
+    done = wait_completions(h.cq, 3)
+    assert h.scheduler.batch_sizes() == [1, 3, 2]
+    for request_id, rows in zip(ids, (1, 3, 2), strict=True):
+        code, (view,) = done[request_id]
+        assert code == StatusCode.OK
+        assert floats(view).shape == (rows, 4) and floats(view)[0, 0] == 10 * rows
 
 
 def test_advance_clock_needs_the_manual_clock(make: Callable[..., Harness]) -> None:
