@@ -9,9 +9,7 @@ bounded timeout, never by sleeping.
 from __future__ import annotations
 
 import select
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,30 +18,12 @@ import pytest
 
 from pyserver import _core
 from pyserver.types import DataType, StatusCode
+from tests.unit.core_support import DELAY_US, TIMEOUT_S, Spec, frame, wait_completions
 
-TIMEOUT_S = 10.0
-DELAY_US = 1_000_000  # long enough that only advance_clock can make it pass
-
-Spec = tuple[str, int, Sequence[int]]
 FP32_X: list[Spec] = [("x", int(DataType.FP32), (4,))]
 FP32_Y: list[Spec] = [("y", int(DataType.FP32), (4,))]
 
 
-def wait_completions(cq: _core.CompletionQueue, n: int) -> dict[int, tuple[int, Any]]:
-    """Drain until n completions have arrived (bounded); return {request_id: (code, payload)}."""
-    got: dict[int, tuple[int, Any]] = {}
-    deadline = time.monotonic() + TIMEOUT_S
-    while len(got) < n:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"only {len(got)} of {n} completions arrived within {TIMEOUT_S}s")
-        ready, _, _ = select.select([cq.fileno()], [], [], remaining)
-        if ready:
-            for request_id, code, payload in cq.drain():
-                assert request_id not in got, f"request {request_id} completed twice"
-                got[request_id] = (code, payload)
-    assert len(got) == n, f"expected {n} completions, got {len(got)}"
-    return got
 
 
 def assert_no_completion(cq: _core.CompletionQueue, seconds: float = 0.1) -> None:
@@ -57,8 +37,6 @@ def floats(view: tuple[tuple[int, ...], np.ndarray]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.float32).reshape(shape)
 
 
-def frame(items: Sequence[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
 class Harness:

@@ -7,7 +7,6 @@ Completions are awaited on the CompletionQueue's eventfd with select() and a bou
 from __future__ import annotations
 
 import gc
-import select
 import struct
 import threading
 import time
@@ -19,32 +18,7 @@ import pytest
 
 from pyserver import _core
 from pyserver.types import DataType, StatusCode
-
-TIMEOUT_S = 10.0
-DELAY_US = 1_000_000
-
-Spec = tuple[str, int, Sequence[int]]
-
-
-def wait_completions(cq: _core.CompletionQueue, n: int) -> dict[int, tuple[int, Any]]:
-    """Drain until n completions have arrived (bounded); return {request_id: (code, payload)}."""
-    got: dict[int, tuple[int, Any]] = {}
-    deadline = time.monotonic() + TIMEOUT_S
-    while len(got) < n:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"only {len(got)} of {n} completions arrived within {TIMEOUT_S}s")
-        ready, _, _ = select.select([cq.fileno()], [], [], remaining)
-        if ready:
-            for request_id, code, payload in cq.drain():
-                assert request_id not in got, f"request {request_id} completed twice"
-                got[request_id] = (code, payload)
-    assert len(got) == n, f"expected {n} completions, got {len(got)}"
-    return got
-
-
-def frame(items: Sequence[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+from tests.unit.core_support import DELAY_US, TIMEOUT_S, Spec, frame, wait_completions
 
 
 def unframe(data: bytes) -> list[bytes]:
