@@ -5,7 +5,6 @@ HTTP (and later gRPC) call these methods; they return plain objects and raise py
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pyserver import __version__
@@ -108,6 +107,3 @@ def _model_stats(model: Model) -> dict[str, Any]:
         "memory_usage": [],
     }
 
-
-def now_ns() -> int:
-    return time.monotonic_ns()
