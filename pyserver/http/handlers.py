@@ -89,10 +89,11 @@ class Handlers:
         return infer_response(chunks, json_length)
 
 
-async def read_body(request: web.Request, max_size: int) -> bytes | bytearray:
-    """The request body, copied once from the parser's chunks into one buffer (aiohttp's
-    read() joins into a bytearray and then copies that into bytes). A body that arrived in one
-    chunk is used as it is, with no copy at all."""
+async def read_body(request: web.Request, max_size: int) -> bytes:
+    """The request body, copied once: the parser's chunks are joined into one bytes object
+    (aiohttp's read() joins into a bytearray and then copies that again). A body that arrived
+    in one chunk is used as it is, with no copy at all. Memory grows with the bytes that
+    actually arrive, never with what Content-Length merely claims."""
     length = request.content_length
     if length is None:  # chunked transfer: aiohttp enforces client_max_size as it reads
         return await request.read()
@@ -104,20 +105,17 @@ async def read_body(request: web.Request, max_size: int) -> bytes | bytearray:
     first = await stream.readany()
     if len(first) == length:
         return first
-    body = bytearray(length)
-    view = memoryview(body)
-    filled = len(first)
-    view[:filled] = first
-    while filled < length:
+    chunks = [first]
+    received = len(first)
+    while received < length:
         chunk = await stream.readany()
         if not chunk:
-            raise InvalidRequest(f"request body ended after {filled} of {length} bytes")
-        end = filled + len(chunk)
-        if end > length:
-            raise InvalidRequest(f"request body is longer than its Content-Length {length}")
-        view[filled:end] = chunk
-        filled = end
-    return body
+            raise InvalidRequest(f"request body ended after {received} of {length} bytes")
+        chunks.append(chunk)
+        received += len(chunk)
+    if received > length:
+        raise InvalidRequest(f"request body is longer than its Content-Length {length}")
+    return b"".join(chunks)
 
 
 async def _off_loop_if_large(size: int, fn: Callable[..., _T], *args: Any) -> _T:
