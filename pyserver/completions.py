@@ -37,9 +37,6 @@ class CompletionRouter:
     def queue(self) -> _core.CompletionQueue:
         return self._queue
 
-    def in_flight(self) -> int:
-        return len(self._waiting)
-
     def submit(self, scheduler: _core.Scheduler, inputs: CoreInputs) -> asyncio.Future[Any]:
         """Queue a request on `scheduler`; the future resolves to its outputs (one
         (shape, uint8 view) per model output) or fails with a pyserver.errors exception."""

@@ -23,10 +23,6 @@ class NotFound(ServerError):
     http_status = 404
 
 
-class MethodNotAllowed(ServerError):
-    http_status = 405
-
-
 class PayloadTooLarge(ServerError):
     http_status = 413
 

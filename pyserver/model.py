@@ -57,7 +57,6 @@ class Model:
         self._router = router
         self._check_inputs = check_inputs
         self._scheduler = _core.Scheduler(options, engines, router.queue)
-        self.instance_count = len(engines)
         self.state = ModelState.READY
 
     @property
@@ -86,9 +85,6 @@ class Model:
 
     def stats(self) -> dict[str, Any]:
         return self._scheduler.stats()
-
-    def pending(self) -> int:
-        return self._scheduler.pending()
 
     def stop(self) -> None:
         """Fail queued requests, finish running batches and join the core's threads."""

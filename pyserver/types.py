@@ -82,16 +82,6 @@ _ALIASES = {
 }
 
 
-def datatype_of_numpy(dtype: np.dtype[np.generic]) -> DataType:
-    """The DataType of a numpy dtype (object and bytes/str arrays are BYTES)."""
-    if dtype.kind in "OSU":
-        return DataType.BYTES
-    for dt, np_dtype in _NUMPY.items():
-        if np_dtype == dtype.newbyteorder("<") or np_dtype == dtype:
-            return dt
-    raise ValueError(f"no v2 datatype for numpy dtype {dtype}")
-
-
 class StatusCode(enum.IntEnum):
     """Status codes of the C++ core (csrc/core/status.h); pyserver.errors maps each to an
     exception class."""

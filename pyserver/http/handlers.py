@@ -12,7 +12,7 @@ from aiohttp import web
 
 from pyserver.dataplane import DataPlane
 from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
-from pyserver.http.responses import infer_response, json_response
+from pyserver.http.responses import body_size, infer_response, json_response
 from pyserver.protocol.codec import decode_request, encode_response
 from pyserver.protocol.compression import compress, decompress
 
@@ -80,13 +80,13 @@ class Handlers:
             raise
         results = await self._dp.infer(model, decoded)
         chunks, json_length = encode_response(model.signature, model.version_str, decoded, results)
+        size = body_size(chunks)
         accept = headers.get("Accept-Encoding")
-        if accept is not None:
-            size = sum(memoryview(c).nbytes for c in chunks)
-            if size >= COMPRESS_FROM:
-                compressed, used = await _off_loop_if_large(size, compress, chunks, accept)
-                return infer_response(compressed, json_length, used)
-        return infer_response(chunks, json_length)
+        if accept is not None and size >= COMPRESS_FROM:
+            compressed, used = await _off_loop_if_large(size, compress, chunks, accept)
+            if used is not None:
+                return infer_response(compressed, body_size(compressed), json_length, used)
+        return infer_response(chunks, size, json_length)
 
 
 async def read_body(request: web.Request, max_size: int) -> bytes:

@@ -9,6 +9,8 @@ import orjson
 from aiohttp import payload, web
 from aiohttp.abc import AbstractStreamWriter
 
+from pyserver.protocol.codec import encode_error
+
 # Below this many bytes one join beats several socket writes: a small memcpy costs less than a
 # syscall per chunk. Above it, chunks go to the socket straight from the output views.
 JOIN_BELOW = 64 * 1024
@@ -23,10 +25,10 @@ class ChunksPayload(payload.Payload):
 
     _autoclose = True
 
-    def __init__(self, chunks: Sequence[Any], content_type: str) -> None:
+    def __init__(self, chunks: Sequence[Any], size: int, content_type: str) -> None:
         super().__init__(chunks, content_type=content_type)
         self._chunks = chunks
-        self._size = sum(memoryview(c).nbytes for c in chunks)
+        self._size = size
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return b"".join(self._chunks).decode(encoding, errors)
@@ -43,14 +45,19 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 
 
 def error_response(message: str, status: int) -> web.Response:
-    return json_response({"error": message}, status=status)
+    return web.Response(body=encode_error(message), status=status, content_type=JSON)
+
+
+def body_size(chunks: Sequence[Any]) -> int:
+    return sum(memoryview(c).nbytes for c in chunks)
 
 
 def infer_response(
-    chunks: Sequence[Any], header_length: int | None, encoding: str | None = None
+    chunks: Sequence[Any], size: int, header_length: int | None, encoding: str | None = None
 ) -> web.Response:
-    """The answer to an inference: binary when header_length is set, else plain JSON.
-    `encoding`, when given, says the chunks were already compressed with it."""
+    """The answer to an inference: binary when header_length is set, else plain JSON. `size` is
+    the chunks' total bytes (body_size); `encoding`, when given, says the chunks were already
+    compressed with it."""
     headers = {}
     if header_length is not None:
         headers["Inference-Header-Content-Length"] = str(header_length)
@@ -61,15 +68,15 @@ def infer_response(
         headers["Content-Encoding"] = encoding
     if len(chunks) == 1:
         body: Any = chunks[0]
-    elif sum(memoryview(c).nbytes for c in chunks) < JOIN_BELOW:
+    elif size < JOIN_BELOW:
         body = b"".join(chunks)
     else:
         response = web.Response(headers=headers)
-        response.body = ChunksPayload(chunks, content_type)
+        response.body = ChunksPayload(chunks, size, content_type)
         return response
     if isinstance(body, (bytes, bytearray)):
         return web.Response(body=body, headers=headers, content_type=content_type)
     # a single large view (e.g. a compressed body): no copy, no ResourceWarning
     response = web.Response(headers=headers)
-    response.body = ChunksPayload([body], content_type)
+    response.body = ChunksPayload([body], size, content_type)
     return response
