@@ -139,6 +139,17 @@ py::dict DurationDict(const core::Duration& d) {
   return dict;
 }
 
+// {"bounds": [...], "counts": [...] (per bucket, one more than bounds: the last is +Inf),
+//  "sum": ..., "count": ...}
+py::dict HistogramDict(const core::HistogramSnapshot& h) {
+  py::dict dict;
+  dict["bounds"] = h.bounds;
+  dict["counts"] = h.counts;
+  dict["sum"] = h.sum;
+  dict["count"] = h.count;
+  return dict;
+}
+
 py::dict StatsDict(const core::StatsSnapshot& s) {
   py::dict dict;
   dict["inference_count"] = s.inference_count;
@@ -161,6 +172,17 @@ py::dict StatsDict(const core::StatsSnapshot& s) {
   }
   dict["batch_stats"] = std::move(batch_stats);
   dict["pending"] = s.pending;
+  py::dict reasons;
+  for (size_t i = 0; i < core::kFailureReasons; ++i) {
+    reasons[core::FailureReasonName(static_cast<core::FailureReason>(i))] = s.fail_by_reason[i];
+  }
+  dict["fail_by_reason"] = std::move(reasons);
+  py::dict histograms;
+  histograms["request_duration_ns"] = HistogramDict(s.request_duration);
+  histograms["queue_duration_ns"] = HistogramDict(s.queue_duration);
+  histograms["compute_duration_ns"] = HistogramDict(s.compute_duration);
+  histograms["batch_size"] = HistogramDict(s.batch_size);
+  dict["histograms"] = std::move(histograms);
   return dict;
 }
 
@@ -216,8 +238,9 @@ void BindScheduler(py::module_& m) {
       .def(
           "record_failure",
           [](PyScheduler& self, int64_t duration_ns) {
-            self.scheduler->stats().RecordFailures(
-                1, static_cast<uint64_t>(duration_ns > 0 ? duration_ns : 0));
+            self.scheduler->stats().RecordFailure(
+                core::FailureReason::kOther,
+                static_cast<uint64_t>(duration_ns > 0 ? duration_ns : 0));
           },
           py::arg("duration_ns"))
       .def("pending", [](PyScheduler& self) { return self.scheduler->stats().pending(); })

@@ -110,8 +110,11 @@ void Instance::Execute(Batch& batch) {
   record.compute_infer_ns = static_cast<uint64_t>(infer_done_ns - input_done_ns);
   record.compute_output_ns = static_cast<uint64_t>(done_ns - infer_done_ns);
   for (const auto& request : batch.requests()) {
-    record.queue_ns += static_cast<uint64_t>(start_ns - request->queued_ns);
-    record.success_ns += static_cast<uint64_t>(done_ns - request->submit_ns);
+    const uint64_t queue_ns = static_cast<uint64_t>(start_ns - request->queued_ns);
+    const uint64_t request_ns = static_cast<uint64_t>(done_ns - request->submit_ns);
+    record.queue_ns += queue_ns;
+    record.success_ns += request_ns;
+    options_.stats->ObserveRequest(request_ns, queue_ns);
     request->state = RequestState::kDone;
   }
   // Statistics before the push: whoever drains a completion sees it counted.
@@ -123,15 +126,14 @@ void Instance::Execute(Batch& batch) {
 void Instance::FailBatch(const Batch& batch, const Status& status) {
   const int64_t done_ns = SteadyNowNs();
   std::vector<Completion> completions(batch.requests().size());
-  uint64_t failed_ns = 0;
   for (size_t i = 0; i < batch.requests().size(); ++i) {
     Request& request = *batch.requests()[i];
     completions[i].request_id = request.id;
     completions[i].status = status;
-    failed_ns += static_cast<uint64_t>(done_ns - request.submit_ns);
+    options_.stats->RecordFailure(FailureReason::kBackend,
+                                  static_cast<uint64_t>(done_ns - request.submit_ns));
     request.state = RequestState::kDone;
   }
-  options_.stats->RecordFailures(completions.size(), failed_ns);
   options_.stats->AddPending(-static_cast<int64_t>(completions.size()));
   options_.completions->Push(&completions);
 }

@@ -173,7 +173,8 @@ void Scheduler::Submit(std::unique_ptr<Request> request) {
 }
 
 void Scheduler::RejectRequest(const Request& request, Status status) {
-  stats_.RecordFailures(1, static_cast<uint64_t>(SteadyNowNs() - request.submit_ns));
+  stats_.RecordFailure(FailureReason::kOther,
+                       static_cast<uint64_t>(SteadyNowNs() - request.submit_ns));
   Completion completion;
   completion.request_id = request.id;
   completion.status = std::move(status);
@@ -181,7 +182,7 @@ void Scheduler::RejectRequest(const Request& request, Status status) {
 }
 
 void Scheduler::Reject(uint64_t request_id, Status status) {
-  stats_.RecordFailures(1, 0);
+  stats_.RecordFailure(FailureReason::kOther, 0);
   Completion completion;
   completion.request_id = request_id;
   completion.status = std::move(status);
@@ -205,14 +206,13 @@ void Scheduler::Stop() {
         Status::Unavailable("model '" + options_.model.name + "' is shutting down");
     const int64_t now_ns = SteadyNowNs();
     std::vector<Completion> completions(abandoned.size());
-    uint64_t failed_ns = 0;
     for (size_t i = 0; i < abandoned.size(); ++i) {
       completions[i].request_id = abandoned[i]->id;
       completions[i].status = status;
-      failed_ns += static_cast<uint64_t>(now_ns - abandoned[i]->submit_ns);
+      stats_.RecordFailure(FailureReason::kOther,
+                           static_cast<uint64_t>(now_ns - abandoned[i]->submit_ns));
       abandoned[i]->state = RequestState::kDone;
     }
-    stats_.RecordFailures(completions.size(), failed_ns);
     stats_.AddPending(-static_cast<int64_t>(completions.size()));
     completions_->Push(&completions);
   }

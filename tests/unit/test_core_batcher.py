@@ -390,6 +390,23 @@ def test_stats(make: Callable[..., Harness]) -> None:
         for key in ("compute_input", "compute_infer", "compute_output"):
             assert entry[key]["count"] == 1
             assert entry[key]["ns"] >= 0
+    assert stats["fail_by_reason"] == {"REJECTED": 0, "CANCELED": 0, "BACKEND": 0, "OTHER": 2}
+
+    histograms = stats["histograms"]
+    for name, count in (("request_duration_ns", 8), ("queue_duration_ns", 6),
+                        ("compute_duration_ns", 2), ("batch_size", 2)):
+        h_ = histograms[name]
+        assert len(h_["counts"]) == len(h_["bounds"]) + 1, name
+        assert h_["bounds"] == sorted(h_["bounds"]), name
+        assert sum(h_["counts"]) == h_["count"] == count, name
+    # Batch sizes 4 and 2 fall in the buckets bounded by exactly 4 and 2 (bounds are inclusive).
+    sizes_h = histograms["batch_size"]
+    assert sizes_h["sum"] == 6
+    assert sizes_h["counts"][sizes_h["bounds"].index(2)] == 1
+    assert sizes_h["counts"][sizes_h["bounds"].index(4)] == 1
+    # Every request's time in the queue is in the queue histogram's sum and in /stats' queue ns.
+    assert histograms["queue_duration_ns"]["sum"] == stats["queue"]["ns"]
+    assert histograms["request_duration_ns"]["sum"] == stats["success"]["ns"] + stats["fail"]["ns"]
 
 
 def test_rows_and_bytes_stats_with_multi_row_requests(make: Callable[..., Harness]) -> None:
