@@ -16,6 +16,13 @@ void BindEngines(py::module_& m) {
   py::class_<core::Engine, std::shared_ptr<core::Engine>>(
       m, "Engine", "An engine handle the scheduler can run: make one per instance.");
 
+  py::class_<core::IdentityEngine, core::Engine, std::shared_ptr<core::IdentityEngine>>(
+      m, "IdentityEngine", "The C++ identity engine; counts what it runs.")
+      .def_property_readonly("executions", &core::IdentityEngine::executions,
+                             "Batches executed.")
+      .def_property_readonly("rows", &core::IdentityEngine::rows,
+                             "Rows executed (the first input's first dimension, summed).");
+
   m.def(
       "identity_engine",
       [](int64_t execute_delay_us) -> std::shared_ptr<core::Engine> {

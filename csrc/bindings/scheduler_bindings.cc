@@ -103,11 +103,14 @@ std::string ReadInput(PyObject* pair, const std::string& name, core::InputData* 
 // GIL held throughout: it only reads Python objects and then takes the scheduler's lock for an
 // enqueue, which is brief (no thread holding that lock ever waits for the GIL), so releasing and
 // re-taking the GIL would cost more than it saves.
-void Submit(PyScheduler& self, uint64_t request_id, py::handle inputs) {
+void Submit(PyScheduler& self, uint64_t request_id, py::handle inputs, uint64_t priority,
+            uint64_t timeout_us) {
   core::Scheduler& scheduler = *self.scheduler;
   const core::ModelSpec& model = scheduler.options().model;
   auto request = std::make_unique<core::Request>();
   request->id = request_id;
+  request->priority = priority;
+  request->timeout_us = timeout_us;
 
   std::string error;
   py::object items = py::reinterpret_steal<py::object>(PySequence_Fast(inputs.ptr(), ""));
@@ -186,6 +189,13 @@ py::dict StatsDict(const core::StatsSnapshot& s) {
   return dict;
 }
 
+std::string PolicyRepr(const core::QueuePolicy& p) {
+  return std::string("QueuePolicy(timeout_action=") + (p.delay_on_timeout ? "'DELAY'" : "'REJECT'") +
+         ", default_timeout_us=" + std::to_string(p.default_timeout_us) +
+         ", allow_timeout_override=" + (p.allow_timeout_override ? "True" : "False") +
+         ", max_queue_size=" + std::to_string(p.max_queue_size) + ")";
+}
+
 std::string OptionsRepr(const core::SchedulerOptions& o) {
   return "SchedulerOptions(model_name=" + std::string(py::repr(py::str(o.model.name))) +
          ", max_batch_size=" + std::to_string(o.model.max_batch_size) +
@@ -194,12 +204,42 @@ std::string OptionsRepr(const core::SchedulerOptions& o) {
          std::string(py::repr(SpecsToPython(o.model.inputs))) + ", outputs=" +
          std::string(py::repr(SpecsToPython(o.model.outputs))) +
          ", dynamic_batching=" + (o.dynamic_batching ? "True" : "False") +
+         ", priority_levels=" + std::to_string(o.priority_levels) +
+         ", default_priority_level=" + std::to_string(o.default_priority_level) +
+         ", default_queue_policy=" + PolicyRepr(o.default_queue_policy) +
+         ", priority_queue_policy={" + [&o] {
+           std::string text;
+           for (const auto& entry : o.priority_queue_policy) {
+             if (!text.empty()) text += ", ";
+             text += std::to_string(entry.first) + ": " + PolicyRepr(entry.second);
+           }
+           return text;
+         }() + "}" +
+         ", preserve_ordering=" + (o.preserve_ordering ? "True" : "False") +
+         ", latency_target_us=" + std::to_string(o.latency_target_us) +
          ", manual_clock=" + (o.manual_clock ? "True" : "False") + ")";
 }
 
 }  // namespace
 
 void BindScheduler(py::module_& m) {
+  using Policy = core::QueuePolicy;
+  py::class_<Policy>(m, "QueuePolicy")
+      .def(py::init<>())
+      .def_property(
+          "timeout_action",
+          [](const Policy& p) { return std::string(p.delay_on_timeout ? "DELAY" : "REJECT"); },
+          [](Policy& p, const std::string& action) {
+            if (action != "REJECT" && action != "DELAY") {
+              throw py::value_error("timeout_action is 'REJECT' or 'DELAY', got '" + action + "'");
+            }
+            p.delay_on_timeout = action == "DELAY";
+          })
+      .def_readwrite("default_timeout_us", &Policy::default_timeout_us)
+      .def_readwrite("allow_timeout_override", &Policy::allow_timeout_override)
+      .def_readwrite("max_queue_size", &Policy::max_queue_size)
+      .def("__repr__", &PolicyRepr);
+
   using Options = core::SchedulerOptions;
   py::class_<Options>(m, "SchedulerOptions")
       .def(py::init<>())
@@ -218,6 +258,12 @@ void BindScheduler(py::module_& m) {
           "outputs", [](const Options& o) { return SpecsToPython(o.model.outputs); },
           [](Options& o, const py::iterable& specs) { o.model.outputs = SpecsFromPython(specs); })
       .def_readwrite("dynamic_batching", &Options::dynamic_batching)
+      .def_readwrite("priority_levels", &Options::priority_levels)
+      .def_readwrite("default_priority_level", &Options::default_priority_level)
+      .def_readwrite("default_queue_policy", &Options::default_queue_policy)
+      .def_readwrite("priority_queue_policy", &Options::priority_queue_policy)
+      .def_readwrite("preserve_ordering", &Options::preserve_ordering)
+      .def_readwrite("latency_target_us", &Options::latency_target_us)
       .def_readwrite("manual_clock", &Options::manual_clock)
       .def("__repr__", &OptionsRepr);
 
@@ -232,7 +278,24 @@ void BindScheduler(py::module_& m) {
              return self;
            }),
            py::arg("options"), py::arg("engines"), py::arg("completions"))
-      .def("submit", &Submit, py::arg("request_id"), py::arg("inputs"))
+      .def("submit", &Submit, py::arg("request_id"), py::arg("inputs"), py::arg("priority") = 0,
+           py::arg("timeout_us") = 0)
+      .def(
+          "cancel",
+          [](PyScheduler& self, uint64_t request_id) {
+            return self.scheduler->Cancel(request_id);
+          },
+          py::arg("request_id"))
+      .def("queue_full", [](PyScheduler& self) { return self.scheduler->QueueFull(); })
+      .def("queued", [](PyScheduler& self) { return self.scheduler->Queued(); })
+      .def(
+          "estimated_execution_us",
+          [](PyScheduler& self, int64_t rows) {
+            return self.scheduler->EstimatedExecutionUs(rows);
+          },
+          py::arg("rows"))
+      .def("latency_batch_limit",
+           [](PyScheduler& self) { return self.scheduler->LatencyBatchLimit(); })
       .def("stats",
            [](PyScheduler& self) { return StatsDict(self.scheduler->stats().Snapshot()); })
       .def(

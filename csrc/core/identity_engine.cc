@@ -8,6 +8,10 @@ namespace pyserver {
 namespace core {
 
 Status IdentityEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
+  executions_.fetch_add(1, std::memory_order_relaxed);
+  if (!inputs.empty() && !inputs[0].shape.empty()) {
+    rows_.fetch_add(static_cast<uint64_t>(inputs[0].shape[0]), std::memory_order_relaxed);
+  }
   if (options_.execute_delay_us > 0) {
     std::this_thread::sleep_for(std::chrono::microseconds(options_.execute_delay_us));
   }

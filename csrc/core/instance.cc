@@ -51,19 +51,23 @@ void Instance::WorkerLoop() {
       batch = std::move(batch_);
       state_ = State::kRunning;
     }
-    Execute(*batch);
-    batch.reset();  // frees the requests; input memory belongs to the callers
+    const int64_t start_ns = options_.clock->NowNs();
+    std::vector<Completion> completions;
+    const bool ok = Execute(*batch, &completions);
+    const int64_t execution_ns = options_.clock->NowNs() - start_ns;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (state_ == State::kRunning) state_ = State::kIdle;
     }
-    // Outside our lock: the scheduler takes its own lock to put us back on the idle list.
-    options_.listener->OnInstanceIdle(this);
+    // Outside our lock: the scheduler delivers the completions and takes its own lock to put
+    // us back on the idle list.
+    options_.listener->OnBatchDone(this, *batch, &completions, execution_ns, ok);
+    batch.reset();  // frees the requests; input memory belongs to the callers
   }
   options_.engine->OnWorkerExit();
 }
 
-void Instance::Execute(Batch& batch) {
+bool Instance::Execute(Batch& batch, std::vector<Completion>* completions_out) {
   const ModelSpec& model = *options_.model;
   const int64_t start_ns = SteadyNowNs();
   for (const auto& request : batch.requests()) request->state = RequestState::kExecuting;
@@ -72,7 +76,7 @@ void Instance::Execute(Batch& batch) {
   Status status;
   BatchInputs inputs;
   BatchOutputs outputs;
-  std::vector<Completion> completions;
+  std::vector<Completion>& completions = *completions_out;
   int64_t input_done_ns = start_ns;
   int64_t infer_done_ns = start_ns;
   // Engines and the gather/scatter report failures as a Status; the catch is the last resort
@@ -98,8 +102,8 @@ void Instance::Execute(Batch& batch) {
   }
   if (!status.ok()) {
     completions.clear();
-    FailBatch(batch, status);
-    return;
+    FailBatch(batch, status, &completions);
+    return false;
   }
 
   const int64_t done_ns = SteadyNowNs();
@@ -117,15 +121,17 @@ void Instance::Execute(Batch& batch) {
     options_.stats->ObserveRequest(request_ns, queue_ns);
     request->state = RequestState::kDone;
   }
-  // Statistics before the push: whoever drains a completion sees it counted.
+  // Statistics before the completions leave: whoever drains one sees it counted.
   options_.stats->RecordSuccess(record);
   options_.stats->AddPending(-static_cast<int64_t>(record.requests));
-  options_.completions->Push(&completions);
+  return true;
 }
 
-void Instance::FailBatch(const Batch& batch, const Status& status) {
+void Instance::FailBatch(const Batch& batch, const Status& status,
+                         std::vector<Completion>* completions_out) {
   const int64_t done_ns = SteadyNowNs();
-  std::vector<Completion> completions(batch.requests().size());
+  std::vector<Completion>& completions = *completions_out;
+  completions.resize(batch.requests().size());
   for (size_t i = 0; i < batch.requests().size(); ++i) {
     Request& request = *batch.requests()[i];
     completions[i].request_id = request.id;
@@ -135,7 +141,6 @@ void Instance::FailBatch(const Batch& batch, const Status& status) {
     request.state = RequestState::kDone;
   }
   options_.stats->AddPending(-static_cast<int64_t>(completions.size()));
-  options_.completions->Push(&completions);
 }
 
 }  // namespace core

@@ -1,8 +1,9 @@
 // Instance: one executing engine context with its own worker thread.
 //
 // The batcher hands an idle instance one batch at a time (Run). The worker gathers the inputs,
-// runs the engine, scatters the outputs into per-request views, records statistics, pushes every
-// request's completion in one locked push, and tells its listener (the scheduler) it is idle.
+// runs the engine, scatters the outputs into per-request views, records statistics, and hands
+// every request's completion to its listener (the scheduler) at once, which delivers them and
+// puts the instance back on its idle list.
 #pragma once
 
 #include <condition_variable>
@@ -10,9 +11,11 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/batch.h"
-#include "core/completion_queue.h"
+#include "core/clock.h"
+#include "core/completion.h"
 #include "core/engine.h"
 #include "core/model_spec.h"
 #include "core/stats.h"
@@ -25,15 +28,20 @@ class Instance;
 class InstanceListener {
  public:
   virtual ~InstanceListener() = default;
-  // Called on the instance's worker thread after each batch, with no lock of the instance held.
-  virtual void OnInstanceIdle(Instance* instance) = 0;
+  // Called on the instance's worker thread after each batch, with no lock of the instance held
+  // and the instance already idle: completions[i] answers batch.requests()[i] (successes, or the
+  // batch's failure); execution_ns is the batch's gather-to-scatter time on the scheduler's
+  // clock; ok says whether it succeeded.
+  virtual void OnBatchDone(Instance* instance, const Batch& batch,
+                           std::vector<Completion>* completions, int64_t execution_ns,
+                           bool ok) = 0;
 };
 
 struct InstanceOptions {
   int index = 0;                              // for messages
   const ModelSpec* model = nullptr;           // outlives the instance
   std::shared_ptr<Engine> engine;
-  std::shared_ptr<CompletionQueue> completions;
+  const Clock* clock = nullptr;               // the scheduler's; outlives the instance
   Stats* stats = nullptr;                     // outlives the instance
   InstanceListener* listener = nullptr;       // outlives the instance
 };
@@ -64,10 +72,11 @@ class Instance {
   };
 
   void WorkerLoop();
-  // Runs one batch from gather to completion push. Never throws.
-  void Execute(Batch& batch);
-  // Fails every request of the batch with `status` (one push).
-  void FailBatch(const Batch& batch, const Status& status);
+  // Runs one batch from gather to scatter and records its statistics; fills one completion
+  // per request. Never throws. Returns whether the batch succeeded.
+  bool Execute(Batch& batch, std::vector<Completion>* completions);
+  // Fails every request of the batch with `status`.
+  void FailBatch(const Batch& batch, const Status& status, std::vector<Completion>* completions);
 
   InstanceOptions options_;
   std::thread worker_;
