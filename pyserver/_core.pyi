@@ -37,7 +37,16 @@ class PythonEngine(Protocol):
 class Engine:
     """An engine handle the scheduler can run: make one per instance."""
 
-def identity_engine(execute_delay_us: int = 0) -> Engine:
+class IdentityEngine(Engine):
+    """The C++ identity engine; counts what it runs."""
+    @property
+    def executions(self) -> int:
+        """Batches executed."""
+    @property
+    def rows(self) -> int:
+        """Rows executed (the first input's first dimension, summed)."""
+
+def identity_engine(execute_delay_us: int = 0) -> IdentityEngine:
     """C++ identity: output i is input i (same bytes, zero copy); sleeps execute_delay_us per
     batch."""
 
@@ -51,6 +60,15 @@ class CompletionQueue:
         """Reset the eventfd and return every waiting completion (call on the loop thread)."""
     def close(self) -> None: ...
 
+class QueuePolicy:
+    """Triton's ModelQueuePolicy: 0 = no timeout / an unbounded queue."""
+
+    timeout_action: str  # "REJECT" or "DELAY"
+    default_timeout_us: int
+    allow_timeout_override: bool  # a request's timeout may shorten the default
+    max_queue_size: int
+    def __init__(self) -> None: ...
+
 class SchedulerOptions:
     model_name: str
     max_batch_size: int  # 0: no batching, the shape has no batch dimension
@@ -59,6 +77,12 @@ class SchedulerOptions:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     dynamic_batching: bool  # False: each request is its own batch (Triton's default scheduler)
+    priority_levels: int  # 0: one level, request priorities ignored
+    default_priority_level: int  # 1..priority_levels when there are levels, else 0
+    default_queue_policy: QueuePolicy
+    priority_queue_policy: dict[int, QueuePolicy]  # level (1-based) -> its policy (a copy)
+    preserve_ordering: bool  # completions leave in arrival order
+    latency_target_us: int  # 0 = off; else the batcher picks delay and size (scheduler.h)
     manual_clock: bool  # test hook: time moves only through Scheduler.advance_clock
     def __init__(self) -> None: ...
 
@@ -68,12 +92,24 @@ class Scheduler:
     ) -> None:
         """Starts one batcher thread and one worker thread per engine (instance)."""
     def submit(
-        self, request_id: int, inputs: Sequence[tuple[Sequence[int], Buffer]]
+        self,
+        request_id: int,
+        inputs: Sequence[tuple[Sequence[int], Buffer]],
+        priority: int = 0,
+        timeout_us: int = 0,
     ) -> None:
         """Queue one request: one (shape, buffer) per model input, in the model's input order.
+        priority: 1 = highest, 0 = the model's default level; timeout_us: the request's queue
+        timeout (counts only where the level's policy allows overriding, and only to shorten).
         The caller keeps every buffer alive until the request's completion has been drained.
-        Problems with the request (shape, size, stopped scheduler) come back as an error
-        completion, never as an exception."""
+        Problems with the request (shape, size, priority, a full queue, stopped scheduler)
+        come back as an error completion, never as an exception."""
+    def cancel(self, request_id: int) -> bool:
+        """Take a still-queued request out of the queue: it completes CANCELLED (and is counted
+        so). False when it is not queued (running, finished or unknown)."""
+    def queue_full(self) -> bool:
+        """True when a request of any priority would be refused now (every level full)."""
+    def queued(self) -> int: ...
     def stats(self) -> dict[str, Any]:
         """Triton-shaped statistics: inference_count, execution_count, last_inference (ms since
         the epoch), success/fail/queue/compute_input/compute_infer/compute_output as
@@ -83,8 +119,9 @@ class Scheduler:
         {"request_duration_ns", "queue_duration_ns", "compute_duration_ns", "batch_size":
         {"bounds": [inclusive upper bounds], "counts": [per bucket, the last is +Inf],
         "sum", "count"}}."""
-    def record_failure(self, duration_ns: int) -> None:
-        """Count a request that failed before it reached the queue (validation)."""
+    def record_failure(self, duration_ns: int, rejected: bool = False) -> None:
+        """Count a request that failed before it reached the queue: validation (OTHER) or,
+        with rejected, refused for a full queue (REJECTED)."""
     def pending(self) -> int: ...
     def stop(self) -> None:
         """Fail every queued request with UNAVAILABLE, finish running batches, join threads."""
@@ -93,5 +130,9 @@ class Scheduler:
         """Form no batch until at least `queued` requests are queued; hold(0) releases."""
     def advance_clock(self, microseconds: int) -> None:
         """With manual_clock: move the scheduler's clock forward and wake the batcher."""
+    def estimated_execution_us(self, rows: int) -> float:
+        """The latency target's estimate of a batch's execution time (0 until measured)."""
+    def latency_batch_limit(self) -> int:
+        """The largest batch whose estimated execution fits in half the latency target."""
     def batch_sizes(self) -> list[int]:
         """Every executed batch's size (rows), in execution order (test hook)."""

@@ -37,20 +37,29 @@ class CompletionRouter:
     def queue(self) -> _core.CompletionQueue:
         return self._queue
 
-    def submit(self, scheduler: _core.Scheduler, inputs: CoreInputs) -> asyncio.Future[Any]:
-        """Queue a request on `scheduler`; the future resolves to its outputs (one
-        (shape, uint8 view) per model output) or fails with a pyserver.errors exception."""
+    async def run(
+        self, scheduler: _core.Scheduler, inputs: CoreInputs, priority: int = 0, timeout_us: int = 0
+    ) -> Any:
+        """Queue a request on `scheduler` and wait for its outputs (one (shape, uint8 view) per
+        model output); failures raise a pyserver.errors exception. When the waiting task is
+        cancelled (the client went away), a request still queued is taken out of the queue;
+        one already running finishes and its result is dropped."""
         if self._closed:
             raise Unavailable("the server is shutting down")
         request_id = next(self._ids)
         future = self._loop.create_future()
         self._waiting[request_id] = (future, inputs)
         try:
-            scheduler.submit(request_id, inputs)
+            scheduler.submit(request_id, inputs, priority, timeout_us)
         except BaseException:  # a TypeError from the binding: nothing was queued
             del self._waiting[request_id]
             raise
-        return future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Its CANCELLED completion (or its result) still arrives and releases the inputs.
+            scheduler.cancel(request_id)
+            raise
 
     def _drain(self) -> None:
         # Called by the loop when the eventfd is readable: one wake-up for every batch that

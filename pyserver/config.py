@@ -27,6 +27,7 @@ CONFIG_FILENAME = "config.toml"
 INT32_MAX = 2**31 - 1
 MAX_BATCH_SIZE_LIMIT = 65536  # the core preallocates per-batch-size statistics up to this
 MAX_INSTANCES = 64  # instances of one model on one device: threads, not a resource to hoard
+MAX_PRIORITY_LEVELS = 1024  # the core's limit
 
 # backend -> (platform, default model file name)
 _BACKENDS: dict[str, tuple[str, str]] = {
@@ -45,12 +46,36 @@ _TOP_LEVEL_KEYS = (
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's ModelQueuePolicy: how long a request may wait and how many may wait. A timeout
+    of 0 means none; a max_queue_size of 0 means unbounded. A request's own `timeout`
+    parameter counts only with allow_timeout_override, and only to shorten the wait."""
+
+    timeout_action: str = "REJECT"  # or "DELAY": move behind the level's other requests
+    default_timeout_microseconds: int = 0
+    allow_timeout_override: bool = False
+    max_queue_size: int = 0
+
+    def to_triton(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class DynamicBatching:
     """Requests are gathered into batches; an empty preferred_batch_size means "as large as the
-    queue allows, up to max_batch_size"."""
+    queue allows, up to max_batch_size". Priority levels (1 = highest) each have a queue policy:
+    their own from priority_queue_policy, else default_queue_policy. latency_target_microseconds
+    (pyserver's, not Triton's) replaces the fixed queue delay with one chosen from measured
+    execution times (see csrc/core/scheduler.h)."""
 
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 0
+    preserve_ordering: bool = False
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    default_queue_policy: QueuePolicy = QueuePolicy()
+    priority_queue_policy: tuple[tuple[int, QueuePolicy], ...] = ()  # (level, policy), ascending
+    latency_target_microseconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,11 +136,23 @@ class ModelConfig:
             "input": [_tensor_to_triton(t) for t in self.inputs],
             "output": [_tensor_to_triton(t) for t in self.outputs],
         }
-        if self.dynamic_batching is not None:
+        batching = self.dynamic_batching
+        if batching is not None:
             out["dynamic_batching"] = {
-                "preferred_batch_size": list(self.dynamic_batching.preferred_batch_size),
-                "max_queue_delay_microseconds": self.dynamic_batching.max_queue_delay_microseconds,
+                "preferred_batch_size": list(batching.preferred_batch_size),
+                "max_queue_delay_microseconds": batching.max_queue_delay_microseconds,
+                "preserve_ordering": batching.preserve_ordering,
+                "priority_levels": batching.priority_levels,
+                "default_priority_level": batching.default_priority_level,
+                "default_queue_policy": batching.default_queue_policy.to_triton(),
+                "priority_queue_policy": {
+                    str(level): policy.to_triton() for level, policy in batching.priority_queue_policy
+                },
             }
+            if batching.latency_target_microseconds:
+                out["dynamic_batching"]["latency_target_microseconds"] = (
+                    batching.latency_target_microseconds
+                )
         # Triton names unnamed groups "<model>_<index>".
         out["instance_group"] = [
             {"name": f"{self.name}_{i}", "kind": g.kind, "count": g.count, "gpus": list(g.gpus)}
@@ -366,9 +403,18 @@ class _Reader:
         except ValueError:
             raise self.error(key, expected, value) from None
 
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false", value)
+        return value
+
     def dynamic_batching(self, value: object, max_batch_size: int) -> DynamicBatching:
         key = "dynamic_batching"
-        item = self.table(value, key, ("preferred_batch_size", "max_queue_delay_microseconds"))
+        item = self.table(value, key, (
+            "preferred_batch_size", "max_queue_delay_microseconds", "preserve_ordering",
+            "priority_levels", "default_priority_level", "default_queue_policy",
+            "priority_queue_policy", "latency_target_microseconds",
+        ))
         if max_batch_size == 0:
             raise ModelLoadError(
                 f"{self.file}: {key}: expected max_batch_size >= 1 for dynamic batching, "
@@ -383,7 +429,61 @@ class _Reader:
         )
         delay = self.integer(
             item.get("max_queue_delay_microseconds", 0), f"{key}.max_queue_delay_microseconds", 0)
-        return DynamicBatching(preferred, delay)
+        target = self.integer(
+            item.get("latency_target_microseconds", 0), f"{key}.latency_target_microseconds", 0)
+        if target and "max_queue_delay_microseconds" in item:
+            raise ModelLoadError(
+                f"{self.file}: {key}.latency_target_microseconds: expected either it or "
+                f"max_queue_delay_microseconds, got both (the target chooses the queue delay)"
+            )
+        levels = self.integer(
+            item.get("priority_levels", 0), f"{key}.priority_levels", 0, MAX_PRIORITY_LEVELS)
+        default_level_key = f"{key}.default_priority_level"
+        if levels == 0:
+            default_level = self.integer(
+                item.get("default_priority_level", 0), default_level_key, 0, 0,
+                "0 or no key (priority_levels is 0)")
+        else:
+            default_level = self.integer(
+                item.get("default_priority_level", levels), default_level_key, 1, levels,
+                f"an integer from 1 to priority_levels ({levels})")
+        policies_key = f"{key}.priority_queue_policy"
+        raw_policies = self.table(
+            item.get("priority_queue_policy", {}), policies_key,
+            tuple(str(level) for level in range(1, levels + 1)))
+        policies = tuple(sorted(
+            (int(level), self.queue_policy(raw, f"{policies_key}.{level}"))
+            for level, raw in raw_policies.items()
+        ))
+        return DynamicBatching(
+            preferred_batch_size=preferred,
+            max_queue_delay_microseconds=delay,
+            preserve_ordering=self.boolean(
+                item.get("preserve_ordering", False), f"{key}.preserve_ordering"),
+            priority_levels=levels,
+            default_priority_level=default_level,
+            default_queue_policy=self.queue_policy(
+                item.get("default_queue_policy", {}), f"{key}.default_queue_policy"),
+            priority_queue_policy=policies,
+            latency_target_microseconds=target,
+        )
+
+    def queue_policy(self, value: object, key: str) -> QueuePolicy:
+        item = self.table(value, key, (
+            "timeout_action", "default_timeout_microseconds", "allow_timeout_override",
+            "max_queue_size",
+        ))
+        return QueuePolicy(
+            timeout_action=self.choice(
+                item.get("timeout_action", "REJECT"), f"{key}.timeout_action", ("REJECT", "DELAY")),
+            default_timeout_microseconds=self.integer(
+                item.get("default_timeout_microseconds", 0),
+                f"{key}.default_timeout_microseconds", 0),
+            allow_timeout_override=self.boolean(
+                item.get("allow_timeout_override", False), f"{key}.allow_timeout_override"),
+            max_queue_size=self.integer(
+                item.get("max_queue_size", 0), f"{key}.max_queue_size", 0),
+        )
 
     def instance_groups(self, value: object) -> tuple[InstanceGroup, ...]:
         items = self.array(value, "instance_group", "an array of tables ([[instance_group]])")

@@ -9,7 +9,7 @@ from typing import Any
 
 from pyserver import _core
 from pyserver.completions import CompletionRouter
-from pyserver.config import ModelConfig
+from pyserver.config import DynamicBatching, ModelConfig, QueuePolicy
 from pyserver.errors import ServerError, Unavailable
 from pyserver.protocol.codec import InferRequest
 from pyserver.types import ModelSignature
@@ -29,12 +29,36 @@ def scheduler_options(config: ModelConfig) -> _core.SchedulerOptions:
     if batching is not None:
         options.preferred_batch_sizes = list(batching.preferred_batch_size)
         options.max_queue_delay_us = batching.max_queue_delay_microseconds
+        options.preserve_ordering = batching.preserve_ordering
+        options.priority_levels = batching.priority_levels
+        options.default_priority_level = batching.default_priority_level
+        options.default_queue_policy = _queue_policy(batching.default_queue_policy)
+        options.priority_queue_policy = {
+            level: _queue_policy(policy) for level, policy in batching.priority_queue_policy
+        }
+        options.latency_target_us = batching.latency_target_microseconds
     else:
         # Without a [dynamic_batching] table each request runs alone, as in Triton.
         options.dynamic_batching = False
     options.inputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.inputs]
     options.outputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.outputs]
     return options
+
+
+def _queue_policy(policy: QueuePolicy) -> _core.QueuePolicy:
+    core = _core.QueuePolicy()
+    core.timeout_action = policy.timeout_action
+    core.default_timeout_us = policy.default_timeout_microseconds
+    core.allow_timeout_override = policy.allow_timeout_override
+    core.max_queue_size = policy.max_queue_size
+    return core
+
+
+def _level_policies(batching: DynamicBatching) -> list[QueuePolicy]:
+    """Each priority level's queue policy (one level when there are none)."""
+    own = dict(batching.priority_queue_policy)
+    levels = max(batching.priority_levels, 1)
+    return [own.get(level, batching.default_queue_policy) for level in range(1, levels + 1)]
 
 
 class Model:
@@ -57,6 +81,13 @@ class Model:
         self._router = router
         self._check_inputs = check_inputs
         self._scheduler = _core.Scheduler(options, engines, router.queue)
+        self.engines = engines
+        # Only a model with a bounded queue can be full: others skip the check per request.
+        batching = config.dynamic_batching
+        self._bounded = batching is not None and all(
+            policy.max_queue_size > 0
+            for policy in _level_policies(batching)
+        )
         self.state = ModelState.READY
 
     @property
@@ -74,14 +105,25 @@ class Model:
             except ServerError:
                 self.record_failure(started)
                 raise
-        result: list[tuple[tuple[int, ...], Any]] = await self._router.submit(
-            self._scheduler, request.inputs
+        parameters = request.parameters
+        # The codec has checked both are non-negative integers; the queue policy decides what
+        # they mean (the core ignores a priority when the model has no levels).
+        result: list[tuple[tuple[int, ...], Any]] = await self._router.run(
+            self._scheduler,
+            request.inputs,
+            parameters.get("priority", 0),
+            parameters.get("timeout", 0),
         )
         return result
 
-    def record_failure(self, started_ns: int) -> None:
-        """Count a request that failed before reaching the queue (it never reached the core)."""
-        self._scheduler.record_failure(time.monotonic_ns() - started_ns)
+    def queue_full(self) -> bool:
+        """True when the core would refuse any request now because the queue is full."""
+        return self._bounded and self._scheduler.queue_full()
+
+    def record_failure(self, started_ns: int, rejected: bool = False) -> None:
+        """Count a request that failed before reaching the queue (it never reached the core):
+        a malformed one, or (rejected) one refused because the queue was full."""
+        self._scheduler.record_failure(time.monotonic_ns() - started_ns, rejected)
 
     def stats(self) -> dict[str, Any]:
         return self._scheduler.stats()

@@ -300,12 +300,12 @@ void BindScheduler(py::module_& m) {
            [](PyScheduler& self) { return StatsDict(self.scheduler->stats().Snapshot()); })
       .def(
           "record_failure",
-          [](PyScheduler& self, int64_t duration_ns) {
+          [](PyScheduler& self, int64_t duration_ns, bool rejected) {
             self.scheduler->stats().RecordFailure(
-                core::FailureReason::kOther,
+                rejected ? core::FailureReason::kRejected : core::FailureReason::kOther,
                 static_cast<uint64_t>(duration_ns > 0 ? duration_ns : 0));
           },
-          py::arg("duration_ns"))
+          py::arg("duration_ns"), py::arg("rejected") = false)
       .def("pending", [](PyScheduler& self) { return self.scheduler->stats().pending(); })
       .def("stop",
            [](PyScheduler& self) {

@@ -45,5 +45,7 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
             f"got {delay_text!r}"
         ) from None
     # (3) one C++ engine per instance.
-    engines = [_core.identity_engine(delay_us) for _ in range(cpu_instance_count(config))]
+    engines: list[_core.Engine] = [
+        _core.identity_engine(delay_us) for _ in range(cpu_instance_count(config))
+    ]
     return LoadedModel(config.with_tensors(config.inputs, outputs), engines)

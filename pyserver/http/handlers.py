@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from pyserver.dataplane import DataPlane
-from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
+from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError, Unavailable
 from pyserver.http.responses import body_size, infer_response, json_response
 from pyserver.protocol.codec import decode_request, encode_response
 from pyserver.protocol.compression import compress, decompress
@@ -65,6 +65,14 @@ class Handlers:
         started = time.monotonic_ns()
         info = request.match_info
         model = self._dp.model(info["model"], info.get("version"))
+        if model.queue_full():
+            # Backpressure: refuse before reading the body, so a full queue does not turn into
+            # buffered request bodies. The core checks again (by priority level) on submit.
+            model.record_failure(started, rejected=True)
+            raise Unavailable(
+                f"model '{model.name}' version {model.version}: the queue is full; "
+                "retry later"
+            )
         # The body is read once; binary tensors stay views into it until the core's gather.
         body = await read_body(request, self._max_request_size)
         headers = request.headers

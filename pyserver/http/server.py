@@ -48,8 +48,11 @@ class Server:
         app = make_app(self.dataplane, self.options.max_request_size)
         # auto_decompress off: the protocol room undoes Content-Encoding itself, with the size
         # limit applied to the inflated body and 501 for codings it does not know.
+        # handler_cancellation: a client that hangs up cancels its handler, which takes its
+        # request out of the model's queue if it has not run yet.
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, auto_decompress=False
+            app, access_log=None, handle_signals=False, auto_decompress=False,
+            handler_cancellation=True,
         )
         await self._runner.setup()
         site = web.TCPSite(

@@ -10,6 +10,7 @@ from pyserver.config import (
     DynamicBatching,
     InstanceGroup,
     ModelConfig,
+    QueuePolicy,
     VersionPolicy,
     load_config,
     model_versions,
@@ -103,7 +104,14 @@ def test_to_triton_field_names() -> None:
         "max_batch_size": 64,
         "input": [{"name": "INPUT0", "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [{"name": "OUTPUT0", "data_type": "TYPE_STRING", "dims": [1]}],
-        "dynamic_batching": {"preferred_batch_size": [], "max_queue_delay_microseconds": 0},
+        "dynamic_batching": {
+            "preferred_batch_size": [], "max_queue_delay_microseconds": 0,
+            "preserve_ordering": False, "priority_levels": 0, "default_priority_level": 0,
+            "default_queue_policy": {
+                "timeout_action": "REJECT", "default_timeout_microseconds": 0,
+                "allow_timeout_override": False, "max_queue_size": 0},
+            "priority_queue_policy": {},
+        },
         "instance_group": [
             {"name": "identity_bytes_0", "kind": "KIND_AUTO", "count": 1, "gpus": []}],
         "parameters": {},
@@ -151,12 +159,46 @@ def test_to_triton_full(tmp_path: Path) -> None:
     assert config.version_policy == VersionPolicy("specific", 1, (2, 1))
     assert dict(config.parameters) == {"fp16": "true", "workspace_mb": "512", "ratio": "0.5"}
     triton = config.to_triton()
-    assert triton["dynamic_batching"] == {
-        "preferred_batch_size": [8, 32], "max_queue_delay_microseconds": 500}
+    assert triton["dynamic_batching"]["preferred_batch_size"] == [8, 32]
+    assert triton["dynamic_batching"]["max_queue_delay_microseconds"] == 500
     assert triton["instance_group"] == [
         {"name": "resnet_0", "kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]
     assert triton["version_policy"] == {"specific": {"versions": [2, 1]}}
     assert triton["input"] == [{"name": "images", "data_type": "TYPE_FP16", "dims": [3, -1, -1]}]
+
+
+def test_scheduling_policies(tmp_path: Path) -> None:
+    model_dir = write_model(tmp_path, MINIMAL + """
+        [dynamic_batching]
+        preserve_ordering = true
+        priority_levels = 3
+        default_priority_level = 2
+        latency_target_microseconds = 5000
+        [dynamic_batching.default_queue_policy]
+        max_queue_size = 16
+        [dynamic_batching.priority_queue_policy.1]
+        timeout_action = "DELAY"
+        default_timeout_microseconds = 2000
+        allow_timeout_override = true
+        """)
+    batching = load_config(model_dir).dynamic_batching
+    assert batching is not None
+    assert batching.preserve_ordering and batching.priority_levels == 3
+    assert batching.default_priority_level == 2
+    assert batching.latency_target_microseconds == 5000
+    assert batching.default_queue_policy == QueuePolicy(max_queue_size=16)
+    assert batching.priority_queue_policy == (
+        (1, QueuePolicy("DELAY", 2000, True, 0)),)
+    triton = load_config(model_dir).to_triton()["dynamic_batching"]
+    assert triton["priority_queue_policy"] == {"1": {
+        "timeout_action": "DELAY", "default_timeout_microseconds": 2000,
+        "allow_timeout_override": True, "max_queue_size": 0}}
+    assert triton["latency_target_microseconds"] == 5000
+
+    # Without default_priority_level (which Triton requires), requests with no priority go to
+    # the lowest level.
+    plain = write_model(tmp_path / "b", MINIMAL + "[dynamic_batching]\npriority_levels = 4\n")
+    assert load_config(plain).dynamic_batching.default_priority_level == 4  # type: ignore[union-attr]
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -255,6 +297,36 @@ BAD_CONFIGS = [
     pytest.param(MINIMAL + "[dynamic_batching]\nmax_queue_delay_microseconds = -5\n",
                  "dynamic_batching.max_queue_delay_microseconds", "expected an integer from 0 to 2147483647",
                  id="negative-delay"),
+    pytest.param(MINIMAL + "[dynamic_batching]\npreserve_ordering = 1\n",
+                 "dynamic_batching.preserve_ordering", "expected true or false, got 1",
+                 id="ordering-int"),
+    pytest.param(MINIMAL + "[dynamic_batching]\npriority_levels = 2\ndefault_priority_level = 3\n",
+                 "dynamic_batching.default_priority_level",
+                 "an integer from 1 to priority_levels (2), got 3", id="default-level-range"),
+    pytest.param(MINIMAL + "[dynamic_batching]\ndefault_priority_level = 1\n",
+                 "dynamic_batching.default_priority_level",
+                 "expected 0 or no key (priority_levels is 0), got 1", id="level-without-levels"),
+    pytest.param(MINIMAL + "[dynamic_batching]\npriority_levels = 2000\n",
+                 "dynamic_batching.priority_levels", "from 0 to 1024, got 2000",
+                 id="too-many-levels"),
+    pytest.param(MINIMAL + "[dynamic_batching]\npriority_levels = 2\n"
+                 "[dynamic_batching.priority_queue_policy.3]\nmax_queue_size = 1\n",
+                 "dynamic_batching.priority_queue_policy.3", "one of the keys 1, 2",
+                 id="policy-level-range"),
+    pytest.param(MINIMAL + "[dynamic_batching.default_queue_policy]\ntimeout_action = \"DROP\"\n",
+                 "dynamic_batching.default_queue_policy.timeout_action",
+                 "one of 'REJECT', 'DELAY', got 'DROP'", id="timeout-action"),
+    pytest.param(MINIMAL + "[dynamic_batching.default_queue_policy]\nmax_queue_size = -1\n",
+                 "dynamic_batching.default_queue_policy.max_queue_size",
+                 "an integer from 0 to 2147483647, got -1", id="negative-queue-size"),
+    pytest.param(MINIMAL + "[dynamic_batching.default_queue_policy]\nmax_queue_sise = 4\n",
+                 "dynamic_batching.default_queue_policy.max_queue_sise",
+                 "did you mean 'max_queue_size'", id="policy-typo"),
+    pytest.param(MINIMAL + "[dynamic_batching]\nlatency_target_microseconds = 1000\n"
+                 "max_queue_delay_microseconds = 100\n",
+                 "dynamic_batching.latency_target_microseconds",
+                 "expected either it or max_queue_delay_microseconds, got both",
+                 id="target-and-delay"),
     pytest.param(MINIMAL + "[[instance_group]]\ncount = 0\n",
                  "instance_group[0].count", "expected an integer from 1 to 64, got 0", id="count-zero"),
     pytest.param(MINIMAL + '[[instance_group]]\nkind = "GPU"\n',
