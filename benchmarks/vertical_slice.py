@@ -17,26 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ceiling import ceiling
 from loadgen import build_request, model_stats, new_loop, run_load, run_requests
+from server_process import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -44,24 +35,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserver", "serve", "--model-repository", str(ROOT / "engines"),
-         "--host", "127.0.0.1", "--http-port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
 
 
 def main() -> None:
@@ -107,8 +80,7 @@ def main() -> None:
             seconds = runner.run(run_requests(url, identity, 16, args.requests))
             rss_after = rss_mib(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
     batch = max(1, round(med["dg64_batch"]))
