@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import time
@@ -184,6 +185,131 @@ async def run_requests(base_url: str, payload: bytes, concurrency: int, total: i
     if state.errors:
         raise RuntimeError(f"{state.errors} requests failed")
     return time.perf_counter() - start
+
+
+class _OpenLoopConnection(asyncio.Protocol):
+    """One keep-alive connection of the open-loop pool: sends a request when handed one, and
+    hands itself back to the pool when the answer is in."""
+
+    def __init__(self, payload: bytes, pool: _Pool) -> None:
+        self.payload = payload
+        self.pool = pool
+        self.buffer = bytearray()
+        self.need = -1
+        self.ok = False
+        self.arrival = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, arrival: float) -> None:
+        self.arrival = arrival
+        assert self.transport is not None
+        self.transport.write(self.payload)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            start = head.find(b"\r\ncontent-length:") + 17
+            stop = head.find(b"\r\n", start)
+            self.need = end + 4 + int(head[start : stop if stop >= 0 else len(head)])
+            self.ok = head.startswith(b"http/1.1 200")
+        if len(self.buffer) < self.need:
+            return
+        del self.buffer[: self.need]
+        self.need = -1
+        self.pool.done(self, time.perf_counter() - self.arrival, self.ok)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Pool:
+    """Arrivals waiting for a connection, idle connections, and the recorded latencies."""
+
+    def __init__(self) -> None:
+        self.idle: list[_OpenLoopConnection] = []
+        self.waiting: collections.deque[float] = collections.deque()
+        self.busy: set[_OpenLoopConnection] = set()
+        self.state = _State()
+
+    def dispatch(self, arrival: float) -> None:
+        if self.idle:
+            conn = self.idle.pop()
+            self.busy.add(conn)
+            conn.send(arrival)
+        else:
+            self.waiting.append(arrival)
+
+    def done(self, conn: _OpenLoopConnection, seconds: float, ok: bool) -> None:
+        self.state.record(seconds, ok)
+        if self.waiting:
+            conn.send(self.waiting.popleft())
+        else:
+            self.busy.discard(conn)
+            self.idle.append(conn)
+
+    def lost(self, conn: _OpenLoopConnection) -> None:
+        if conn in self.busy:  # the server hung up on a request: count it, and fail it
+            self.busy.discard(conn)
+            self.state.record(time.perf_counter() - conn.arrival, False)
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+
+async def run_poisson(base_url: str, payload: bytes, rate: float, duration: float,
+                      warmup: float = 1.0, connections: int = 64, seed: int = 0) -> LoadResult:
+    """Open loop: requests arrive as a Poisson process of `rate` per second whatever the server
+    answers, for `warmup` then `duration` seconds; returns what the measured window saw.
+
+    Requests go out over a pool of `connections` keep-alive connections; an arrival that finds
+    them all busy waits in the client and its latency counts from its arrival (so a server that
+    falls behind shows it in its latencies rather than hiding it, the coordinated-omission trap).
+    Arrivals of the window still waiting for a connection at its end count as errors. LoadResult.concurrency holds `connections`; the achieved rate is LoadResult.rate.
+    """
+    url = urlparse(base_url)
+    loop = asyncio.get_running_loop()
+    pool = _Pool()
+    conns = []
+    for _ in range(connections):
+        _, proto = await loop.create_connection(
+            lambda: _OpenLoopConnection(payload, pool), url.hostname, url.port)
+        conns.append(proto)
+        pool.idle.append(proto)
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    measure_from, measure_to = start + warmup, start + warmup + duration
+    arrival = start + float(rng.exponential(1.0 / rate))
+    while arrival < measure_to:
+        now = time.perf_counter()
+        if not pool.state.measuring and now >= measure_from:
+            pool.state.measuring = True
+        while arrival <= now and arrival < measure_to:
+            # Latency counts from now, when the client got to this arrival, not from its
+            # scheduled time: the loop's timers wake up to a millisecond late, which is the
+            # client's lag, not the server's. The schedule stays absolute, so lag never adds up.
+            pool.dispatch(now)
+            arrival += float(rng.exponential(1.0 / rate))
+        await asyncio.sleep(max(0.0, min(arrival, measure_to) - time.perf_counter()))
+    pool.state.measuring = False
+    elapsed = time.perf_counter() - measure_from
+    # Arrivals still waiting were offered in the window but never sent: count them as errors.
+    pool.state.errors += len(pool.waiting)
+    pool.waiting.clear()
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), timeout=30)
+    return LoadResult(connections, elapsed, pool.state.count, pool.state.errors,
+                      pool.state.latencies)
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
