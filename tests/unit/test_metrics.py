@@ -80,7 +80,7 @@ def test_triton_counters_are_written_exactly_as_triton_writes_them() -> None:
     assert 'nv_inference_count{model="m",version="1"} 12\n' in text
     assert 'nv_inference_exec_count{model="m",version="1"} 4\n' in text
     assert "# TYPE nv_inference_pending_request_count gauge\n" in text
-    assert 'nv_inference_pending_request_count{model="m",version="1"} 2.0\n' in text
+    assert 'nv_inference_pending_request_count{model="m",version="1"} 2\n' in text
     assert "_total" not in text
 
 
@@ -88,10 +88,10 @@ def test_histograms_become_cumulative_seconds() -> None:
     text = render(ModelCollector(lambda: [FakeModel()], no_gpus())).decode()
     assert (
         "# TYPE pyserver_request_duration_seconds histogram\n"
-        'pyserver_request_duration_seconds_bucket{le="2.5e-05",model="m",version="1"} 1.0\n'
-        'pyserver_request_duration_seconds_bucket{le="0.001",model="m",version="1"} 7.0\n'
-        'pyserver_request_duration_seconds_bucket{le="+Inf",model="m",version="1"} 8.0\n'
-        'pyserver_request_duration_seconds_count{model="m",version="1"} 8.0\n'
+        'pyserver_request_duration_seconds_bucket{le="2.5e-05",model="m",version="1"} 1\n'
+        'pyserver_request_duration_seconds_bucket{le="0.001",model="m",version="1"} 7\n'
+        'pyserver_request_duration_seconds_bucket{le="+Inf",model="m",version="1"} 8\n'
+        'pyserver_request_duration_seconds_count{model="m",version="1"} 8\n'
         'pyserver_request_duration_seconds_sum{model="m",version="1"} 0.009\n'
     ) in text
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -109,6 +109,21 @@ def test_label_values_are_escaped() -> None:
     text = render(ModelCollector(lambda: [FakeModel(name='a"b\\c')], no_gpus())).decode()
     assert 'nv_inference_count{model="a\\"b\\\\c",version="1"} 12\n' in text
     assert any(f.name == "nv_inference_count" for f in text_string_to_metric_families(text))
+
+
+def test_other_families_render_as_prometheus_client_does() -> None:
+    """Process counters keep their _total on the TYPE line; gauges and values as usual."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry, proc="/proc", pid=lambda: "self")
+    ours = render(registry).decode()
+    theirs = generate_latest(registry).decode()
+    assert "# TYPE process_cpu_seconds_total counter\n" in ours
+    assert [line.split(" ")[0] for line in ours.splitlines()] == [
+        line.split(" ")[0] for line in theirs.splitlines()]
+    assert {f.name: f.type for f in text_string_to_metric_families(ours)} == {
+        f.name: f.type for f in text_string_to_metric_families(theirs)}
 
 
 def test_no_models_no_samples_but_families_stay_valid() -> None:
