@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,21 +56,35 @@ def start_server(port: int, *flags: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not become ready")
 
 
-class Scraper(threading.Thread):
-    """GET /metrics every `interval` seconds until stopped; counts the scrapes that worked."""
+# A separate process, as Prometheus is: a scraping thread inside the client would take the
+# client's GIL and slow the load it is measuring.
+_SCRAPER = """
+import sys, time, urllib.request
+url, interval = sys.argv[1], float(sys.argv[2])
+count = 0
+try:
+    while True:
+        time.sleep(interval)
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            r.read()
+        count += 1
+except KeyboardInterrupt:
+    print(count, flush=True)
+"""
+
+
+class Scraper:
+    """GET /metrics every `interval` seconds from another process, until stopped."""
 
     def __init__(self, url: str, interval: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.url, self.interval = url, interval
-        self.stopped = threading.Event()
-        self.scrapes = 0
-        self.bytes = 0
+        self._proc = subprocess.Popen([sys.executable, "-c", _SCRAPER, url, str(interval)],
+                                      stdout=subprocess.PIPE, text=True)
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
-                self.bytes = len(r.read())
-                self.scrapes += 1
+    def stop(self) -> int:
+        """Stop; the number of scrapes that worked."""
+        self._proc.send_signal(signal.SIGINT)
+        out, _ = self._proc.communicate(timeout=30)
+        return int(out.strip() or 0)
 
 
 def main() -> None:
@@ -80,6 +94,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between scrapes of the metrics-on server (0: none)")
     args = parser.parse_args()
 
     ports = {"on": free_port(), "off": free_port()}
@@ -100,15 +116,12 @@ def main() -> None:
                 runner.run(run_load(urls[k], payloads[k], args.concurrency, 1.0, 0.5))
             for i in range(args.repeats):
                 for k in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                    scraper = Scraper(urls[k]) if k == "on" else None
-                    if scraper is not None:
-                        scraper.start()
+                    scraper = (Scraper(urls[k], args.scrape_interval)
+                               if k == "on" and args.scrape_interval > 0 else None)
                     r = runner.run(run_load(urls[k], payloads[k], args.concurrency,
                                             args.duration, args.warmup))
                     if scraper is not None:
-                        scraper.stopped.set()
-                        scraper.join()
-                        scrapes += scraper.scrapes
+                        scrapes += scraper.stop()
                     if r.errors:
                         raise RuntimeError(f"{r.errors} failed requests with metrics {k}")
                     rates[k].append(r.rate)
@@ -122,7 +135,7 @@ def main() -> None:
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     print(f"\n{args.model} c={args.concurrency}, {args.repeats} interleaved repeats of "
           f"{args.duration:g} s on this {os.cpu_count()}-core machine ({scrapes} scrapes while on)")
-    print(f"metrics on  (scraped every 1 s): median {on:8.0f} infer/s   "
+    print(f"metrics on  (scraped every {args.scrape_interval:g} s): median {on:8.0f} infer/s   "
           f"(min {min(rates['on']):.0f}, max {max(rates['on']):.0f})")
     print(f"metrics off (--allow-metrics false): median {off:8.0f} infer/s   "
           f"(min {min(rates['off']):.0f}, max {max(rates['off']):.0f})")
