@@ -202,3 +202,35 @@ def test_allow_metrics_false(make_repository, serve_repository) -> None:  # type
     assert status == 404 and "/metrics" in json.loads(body)["error"]
     assert running.server.metrics_port is None  # nothing listens for metrics
     assert binary_infer(running.port, "identity", 1) == 200
+
+
+def test_stats_are_complete(fresh: RunningServer) -> None:
+    """Triton's statistics extension, every field: what perf_analyzer reads around its windows."""
+    before_ms = int(time.time() * 1000)
+    for n in (1, 2, 1, 3):
+        assert binary_infer(fresh.port, "identity", n) == 200
+    assert json_infer(fresh.port, "identity", [1, 15]) == 400
+    everything = json.loads(get(fresh.port, "/v2/models/stats")[2])["model_stats"]
+    assert sorted(s["name"] for s in everything) == ["identity", "other"]
+    by_version = json.loads(get(fresh.port, "/v2/models/identity/versions/1/stats")[2])
+    stats = by_version["model_stats"][0]
+    assert set(stats) == {"name", "version", "last_inference", "inference_count",
+                          "execution_count", "inference_stats", "response_stats",
+                          "batch_stats", "memory_usage"}
+    assert stats["name"] == "identity" and stats["version"] == "1"
+    assert before_ms - 1000 <= stats["last_inference"] <= int(time.time() * 1000) + 1000
+    assert stats["inference_count"] == 7 and stats["execution_count"] == 4
+    inference = stats["inference_stats"]
+    assert set(inference) == {"success", "fail", "queue", "compute_input", "compute_infer",
+                              "compute_output", "cache_hit", "cache_miss"}
+    assert inference["success"]["count"] == 4 and inference["fail"]["count"] == 1
+    assert inference["queue"]["count"] == 4 and inference["compute_infer"]["count"] == 4
+    assert inference["success"]["ns"] >= inference["queue"]["ns"] > 0
+    assert inference["cache_hit"] == {"count": 0, "ns": 0}
+    batches = {b["batch_size"]: b for b in stats["batch_stats"]}
+    assert sorted(batches) == [1, 2, 3]
+    assert [batches[n]["compute_infer"]["count"] for n in (1, 2, 3)] == [2, 1, 1]
+    for b in batches.values():
+        assert set(b) == {"batch_size", "compute_input", "compute_infer", "compute_output"}
+    # Neither engine here reports its memory; Triton answers [] for such models too.
+    assert stats["memory_usage"] == [] and stats["response_stats"] == {}
