@@ -27,7 +27,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import LoadResult, build_request, new_loop, run_load, run_poisson  # noqa: E402
+from loadgen import (  # noqa: E402
+    LoadResult,
+    build_request,
+    model_stats,
+    new_loop,
+    run_load,
+    run_poisson,
+)
 
 PERCENTILES = (50, 90, 99)
 
@@ -50,6 +57,22 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def counts(url: str, model: str) -> tuple[int, int] | None:
+    """(inference_count, execution_count) from the statistics extension, where the server has
+    it (pyserver and Triton do)."""
+    try:
+        stats = model_stats(url, model)
+        return int(stats["inference_count"]), int(stats["execution_count"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def average_batch(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     payload = build_request(args.url, args.model, args.batch)
     closed, opened = [], []
@@ -57,17 +80,21 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         if args.warmup_first > 0:
             runner.run(run_load(args.url, payload, max(args.concurrency or [4]), args.warmup_first, 0))
         for level in args.concurrency:
+            before = counts(args.url, args.model)
             runs = [summarize(runner.run(run_load(args.url, payload, level, args.duration,
                                                   args.warmup)))
                     for _ in range(args.repeats)]
-            closed.append({"concurrency": level, "runs": runs, "median": median_of(runs)})
-            print_row(f"c={level}", closed[-1]["median"])
+            closed.append({"concurrency": level, "runs": runs, "median": median_of(runs),
+                           "average_batch": average_batch(before, counts(args.url, args.model))})
+            print_row(f"c={level}", closed[-1])
         for rate in args.rate:
+            before = counts(args.url, args.model)
             runs = [summarize(runner.run(run_poisson(args.url, payload, rate, args.duration,
                                                      args.warmup, args.connections, seed=i)))
                     for i in range(args.repeats)]
-            opened.append({"rate": rate, "runs": runs, "median": median_of(runs)})
-            print_row(f"rate={rate:g}/s", opened[-1]["median"])
+            opened.append({"rate": rate, "runs": runs, "median": median_of(runs),
+                           "average_batch": average_batch(before, counts(args.url, args.model))})
+            print_row(f"rate={rate:g}/s", opened[-1])
     return {
         "label": args.label or args.url,
         "url": args.url,
@@ -84,12 +111,15 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_header() -> None:
-    print(f"{'load':>14} {'infer/s':>10} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'errors':>7}")
+    print(f"{'load':>14} {'infer/s':>10} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} "
+          f"{'errors':>7} {'batch':>6}")
 
 
-def print_row(load: str, m: dict[str, Any]) -> None:
+def print_row(load: str, row: dict[str, Any]) -> None:
+    m, batch = row["median"], row["average_batch"]
     print(f"{load:>14} {m['throughput']:10.0f} {m['p50_us']:9.0f} {m['p90_us']:9.0f} "
-          f"{m['p99_us']:9.0f} {m['errors']:7d}", flush=True)
+          f"{m['p99_us']:9.0f} {m['errors']:7d} {'' if batch is None else f'{batch:6.1f}'}",
+          flush=True)
 
 
 def plot(results: list[dict[str, Any]], output_dir: Path) -> list[Path]:

@@ -71,6 +71,7 @@ def test_sweep_writes_results_and_plots(server: RunningServer, tmp_path: Path) -
         m = row["median"]
         assert m["errors"] == 0 and m["requests"] > 0 and m["throughput"] > 0
         assert 0 < m["p50_us"] <= m["p90_us"] <= m["p99_us"]
+        assert row["average_batch"] >= 1  # from /stats, which pyserver answers
     # an open loop at 200/s achieves about that rate (Poisson noise over half a second)
     assert 100 < result["open_loop"][0]["median"]["throughput"] < 300
     for name in ("throughput_vs_p99.png", "latency_by_load.png"):
