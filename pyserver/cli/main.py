@@ -77,13 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        if args.metrics_port is not None and args.metrics_port == args.http_port != 0:
+            raise SystemExit(
+                f"pyserver: --metrics-port {args.metrics_port} is the HTTP port; /metrics is "
+                "served there already (leave --metrics-port out)"
+            )
+        if not args.model_repository.is_dir():
+            raise SystemExit(f"pyserver: model repository {args.model_repository} is not a folder")
         settings = settings_for_level(args.log_level)
         try:
             LOGS.configure(replace(settings, log_format=args.log_format, log_file=args.log_file))
         except ServerError as exc:
             raise SystemExit(f"pyserver: {exc}") from None
-        if not args.model_repository.is_dir():
-            raise SystemExit(f"pyserver: model repository {args.model_repository} is not a folder")
         run(
             ServerOptions(
                 model_repository=args.model_repository,

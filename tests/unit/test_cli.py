@@ -39,3 +39,10 @@ def test_bad_flags_are_refused(argv: list[str], capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         parse(*argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_metrics_port_cannot_be_the_http_port() -> None:
+    from pyserver.cli.main import main
+
+    with pytest.raises(SystemExit, match="is the HTTP port"):
+        main(["serve", "--http-port", "8000", "--metrics-port", "8000"])
