@@ -9,12 +9,13 @@ from typing import Any
 
 from pyserver import __version__
 from pyserver.errors import NotFound, Unavailable
+from pyserver.logs import LOGS
 from pyserver.model import Model
 from pyserver.protocol.codec import InferRequest
 from pyserver.repository import ModelRepository
 
 # Triton's extension names, as perf_analyzer and tritonclient read them from GET /v2.
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "logging")
 
 
 class DataPlane:
@@ -81,6 +82,15 @@ class DataPlane:
         else:
             models = [self.repository.get(name, version)]
         return {"model_stats": [_model_stats(m) for m in models]}
+
+    # logging (Triton's logging extension)
+    def log_settings(self) -> dict[str, Any]:
+        return LOGS.as_dict()
+
+    def update_log_settings(self, changes: object) -> dict[str, Any]:
+        """Change the settings the body names; InvalidRequest (nothing changed) if any is bad."""
+        LOGS.update(changes)
+        return LOGS.as_dict()
 
     # inference
     async def infer(self, model: Model, request: InferRequest) -> list[tuple[tuple[int, ...], Any]]:

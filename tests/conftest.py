@@ -88,8 +88,8 @@ def serve_repository():  # type: ignore[no-untyped-def]
     """Start servers on custom repositories; stop them after the test."""
     started: list[tuple[RunningServer, threading.Thread]] = []
 
-    def serve(repo: Path) -> RunningServer:
-        running, thread = start_server(repo)
+    def serve(repo: Path, **options: object) -> RunningServer:
+        running, thread = start_server(repo, **options)
         started.append((running, thread))
         return running
 

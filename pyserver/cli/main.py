@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pyserver import __version__
+from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
 from pyserver.http.server import ServerOptions, run
+from pyserver.logs import FORMATS, LEVELS, LOGS, settings_for_level
+
+TRITON_METRICS_PORT = 8002
 
 
 def _port(text: str) -> int:
@@ -17,6 +21,15 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
     return value
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,24 +51,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body in bytes, after decompression (default 64 MiB)",
     )
     serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        "--allow-metrics", type=_boolean, default=True, metavar="true|false",
+        help="serve Prometheus metrics on /metrics (default true; false: /metrics answers 404 "
+        "and no metrics port is opened)",
     )
+    serve.add_argument(
+        "--metrics-port", type=_port, nargs="?", const=TRITON_METRICS_PORT, default=None,
+        metavar="N",
+        help="also serve /metrics on this port (the flag alone: 8002, Triton's metrics port); "
+        "without the flag, /metrics is on the HTTP port only",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=LEVELS,
+        help="lowest level logged (default info: no line per request; debug: one per request); "
+        "changeable later through POST /v2/logging",
+    )
+    serve.add_argument(
+        "--log-format", default="text", choices=FORMATS,
+        help="one line per event: text (default) or json",
+    )
+    serve.add_argument("--log-file", default="", help="write logs to this file (default: stderr)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     if args.command == "serve":
+        if args.metrics_port is not None and args.metrics_port == args.http_port != 0:
+            raise SystemExit(
+                f"pyserver: --metrics-port {args.metrics_port} is the HTTP port; /metrics is "
+                "served there already (leave --metrics-port out)"
+            )
         if not args.model_repository.is_dir():
             raise SystemExit(f"pyserver: model repository {args.model_repository} is not a folder")
+        settings = settings_for_level(args.log_level)
+        try:
+            LOGS.configure(replace(settings, log_format=args.log_format, log_file=args.log_file))
+        except ServerError as exc:
+            raise SystemExit(f"pyserver: {exc}") from None
         run(
             ServerOptions(
                 model_repository=args.model_repository,
                 host=args.host,
                 http_port=args.http_port,
                 max_request_size=args.max_request_size,
+                allow_metrics=args.allow_metrics,
+                metrics_port=args.metrics_port,
             )
         )

@@ -13,6 +13,7 @@ from aiohttp import web
 from pyserver.dataplane import DataPlane
 from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError, Unavailable
 from pyserver.http.responses import body_size, infer_response, json_response
+from pyserver.logs import bind_request_id
 from pyserver.protocol.codec import decode_request, encode_response
 from pyserver.protocol.compression import compress, decompress
 
@@ -83,6 +84,8 @@ class Handlers:
                     len(body), decompress, body, encoding, self._max_request_size
                 )
             decoded = decode_request(body, headers.get(HEADER_LENGTH), model.signature)
+            if decoded.id is not None:
+                bind_request_id(decoded.id)  # this request's log lines carry the client's id
         except ServerError:
             model.record_failure(started)
             raise

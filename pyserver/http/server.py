@@ -15,6 +15,8 @@ from aiohttp import web
 from pyserver.completions import CompletionRouter
 from pyserver.dataplane import DataPlane
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE, make_app
+from pyserver.http.observability import make_metrics_app
+from pyserver.metrics import Metrics
 from pyserver.repository import ModelRepository
 
 log = logging.getLogger("pyserver")
@@ -26,6 +28,9 @@ class ServerOptions:
     host: str = "0.0.0.0"
     http_port: int = 8000
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+    # /metrics on the HTTP port when allowed; also on this port when given (Triton's is 8002)
+    allow_metrics: bool = True
+    metrics_port: int | None = None
 
 
 class Server:
@@ -35,6 +40,9 @@ class Server:
         self.options = options
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None
         self._router: CompletionRouter | None = None
         self.repository: ModelRepository | None = None
         self.dataplane: DataPlane | None = None
@@ -45,7 +53,10 @@ class Server:
         self._router = CompletionRouter(loop)
         self.repository = ModelRepository(self.options.model_repository, self._router)
         self.dataplane = DataPlane(self.repository)
-        app = make_app(self.dataplane, self.options.max_request_size)
+        if self.options.allow_metrics:
+            self.metrics = Metrics(self.repository.models, self._open_connections)
+        render = self.metrics.render if self.metrics is not None else None
+        app = make_app(self.dataplane, self.options.max_request_size, render)
         # auto_decompress off: the protocol room undoes Content-Encoding itself, with the size
         # limit applied to the inflated body and 501 for codings it does not know.
         # handler_cancellation: a client that hangs up cancels its handler, which takes its
@@ -61,6 +72,8 @@ class Server:
         )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        if render is not None and self.options.metrics_port is not None:
+            await self._start_metrics_site(render)
         # Loading builds ONNX Runtime sessions, which blocks: keep it off the loop.
         await loop.run_in_executor(None, self.repository.load_all)
         self.dataplane.set_ready(True)
@@ -69,9 +82,28 @@ class Server:
             len(self.repository.models()), self.options.host, self.port,
         )
 
+    def _open_connections(self) -> int:
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
+    async def _start_metrics_site(self, render: Callable[[], bytes]) -> None:
+        assert self.options.metrics_port is not None
+        self._metrics_runner = web.AppRunner(
+            make_metrics_app(render, self.options.max_request_size), access_log=None,
+            handle_signals=False,
+        )
+        await self._metrics_runner.setup()
+        site = web.TCPSite(
+            self._metrics_runner, self.options.host, self.options.metrics_port, reuse_address=True
+        )
+        await site.start()
+        self.metrics_port = int(self._metrics_runner.addresses[0][1])
+
     async def stop(self) -> None:
         if self.dataplane is not None:
             self.dataplane.set_ready(False)
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, lets in-flight requests finish
         if self.repository is not None:
@@ -91,6 +123,8 @@ async def serve_forever(options: ServerOptions) -> None:
     try:
         await server.start()
         print(f"pyserver: ready on http://{options.host}:{server.port}", file=sys.stderr, flush=True)
+        if server.metrics_port is not None:
+            log.info("metrics on http://%s:%d/metrics", options.host, server.metrics_port)
         await stop.wait()
         log.info("stopping")
     finally:

@@ -26,6 +26,8 @@ FORBIDDEN = {
     "pyserver.backends": ["aiohttp", "pyserver.http", "onnxruntime"],
     "pyserver.backends.identity": ["aiohttp", "pyserver.http", "onnxruntime"],
     "pyserver.backends.onnxruntime": ["aiohttp", "pyserver.http"],
+    "pyserver.metrics": ["aiohttp", "pyserver.http", "pyserver.backends"],
+    "pyserver.logs": ["aiohttp", "pyserver._core", "pyserver.http"],
     "pyserver.http.app": ["pyserver.backends.onnxruntime", "onnxruntime", "pyserver.cli"],
 }
 

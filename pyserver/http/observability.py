@@ -1,0 +1,90 @@
+"""Observability over HTTP: /metrics (Prometheus text), /v2/logging (Triton's logging
+extension), and the middleware that gives each request's log lines its request id."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from pyserver.dataplane import DataPlane
+from pyserver.errors import InvalidRequest
+from pyserver.http.app_keys import MAX_REQUEST_SIZE
+from pyserver.http.middleware import error_middleware
+from pyserver.http.responses import json_response
+from pyserver.logs import CURRENT_REQUEST, RequestContext
+
+log = logging.getLogger("pyserver.http.request")
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RenderMetrics = Callable[[], bytes]
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every log line written while this request is handled carries its id (the v2 `id` once
+    the body is decoded, a made-up one before or without it). One line per request only at
+    verbose (debug) level."""
+    token = CURRENT_REQUEST.set(RequestContext())
+    try:
+        if not log.isEnabledFor(logging.DEBUG):
+            return await handler(request)
+        started = time.monotonic_ns()
+        response = await handler(request)
+        log.debug("%s %s -> %d in %.3f ms", request.method, request.path, response.status,
+                  (time.monotonic_ns() - started) / 1e6)
+        return response
+    finally:
+        CURRENT_REQUEST.reset(token)
+
+
+def metrics_handler(render: RenderMetrics) -> Handler:
+    async def metrics(request: web.Request) -> web.Response:
+        # Reading the core's atomics and formatting a few hundred lines: well under a
+        # millisecond, so it stays on the loop.
+        return web.Response(body=render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    return metrics
+
+
+class LoggingHandlers:
+    """GET and POST /v2/logging, as Triton's logging extension defines them."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    async def get(self, request: web.Request) -> web.Response:
+        return json_response(self._dp.log_settings())
+
+    async def post(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            changes = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"log settings are not valid JSON: {exc}") from None
+        return json_response(self._dp.update_log_settings(changes))
+
+
+def add_observability_routes(
+    app: web.Application, dataplane: DataPlane, render_metrics: RenderMetrics | None
+) -> None:
+    """/v2/logging always; /metrics when metrics are on (off, it answers 404 as any unknown
+    path does)."""
+    logging_handlers = LoggingHandlers(dataplane)
+    app.router.add_get("/v2/logging", logging_handlers.get)
+    app.router.add_post("/v2/logging", logging_handlers.post)
+    if render_metrics is not None:
+        app.router.add_get("/metrics", metrics_handler(render_metrics))
+
+
+def make_metrics_app(render_metrics: RenderMetrics, max_request_size: int) -> web.Application:
+    """The separate metrics port's application: /metrics and nothing else."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_request_size)
+    app[MAX_REQUEST_SIZE] = max_request_size
+    app.router.add_get("/metrics", metrics_handler(render_metrics))
+    return app
