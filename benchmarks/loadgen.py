@@ -81,6 +81,19 @@ class LoadResult:
                 f"   p99 {self.percentile(99):8.0f} us   errors {self.errors}")
 
 
+def response_size(buffer: bytearray) -> tuple[int, bool] | None:
+    """For a buffer that starts with an HTTP/1.1 response: its whole size (head and
+    Content-Length body) and whether it is a 200, or None while the head is incomplete."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).lower()
+    start = head.find(b"\r\ncontent-length:") + 17
+    stop = head.find(b"\r\n", start)
+    length = int(head[start : stop if stop >= 0 else len(head)])
+    return end + 4 + length, head.startswith(b"http/1.1 200")
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, payload: bytes, state: _State) -> None:
         self.payload = payload
@@ -104,15 +117,10 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         while True:
             if self.need < 0:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
+                parsed = response_size(self.buffer)
+                if parsed is None:
                     return
-                head = bytes(self.buffer[:end]).lower()
-                start = head.find(b"\r\ncontent-length:") + 17
-                stop = head.find(b"\r\n", start)
-                length = int(head[start : stop if stop >= 0 else len(head)])
-                self.ok = head.startswith(b"http/1.1 200")
-                self.need = end + 4 + length
+                self.need, self.ok = parsed
             if len(self.buffer) < self.need:
                 return
             del self.buffer[: self.need]
@@ -212,14 +220,10 @@ class _OpenLoopConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if self.need < 0:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            parsed = response_size(self.buffer)
+            if parsed is None:
                 return
-            head = bytes(self.buffer[:end]).lower()
-            start = head.find(b"\r\ncontent-length:") + 17
-            stop = head.find(b"\r\n", start)
-            self.need = end + 4 + int(head[start : stop if stop >= 0 else len(head)])
-            self.ok = head.startswith(b"http/1.1 200")
+            self.need, self.ok = parsed
         if len(self.buffer) < self.need:
             return
         del self.buffer[: self.need]

@@ -16,11 +16,9 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,33 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import build_request, new_loop, run_load  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(port: int, *flags: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserver", "serve", "--model-repository", str(ROOT / "engines"),
-         "--host", "127.0.0.1", "--http-port", str(port), "--log-level", "warning", *flags],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
-
+from server_process import free_port, start_server, stop_server  # noqa: E402
 
 # A separate process, as Prometheus is: a scraping thread inside the client would take the
 # client's GIL and slow the load it is measuring.
@@ -128,9 +100,7 @@ def main() -> None:
                     print(f"  repeat {i + 1} metrics {k:3s} {r.line()}", flush=True)
     finally:
         for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=30)
+            stop_server(proc)
 
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     print(f"\n{args.model} c={args.concurrency}, {args.repeats} interleaved repeats of "
