@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <string>
 #include <utility>
@@ -289,11 +290,16 @@ void Scheduler::Deliver(const std::vector<const Request*>& requests,
 
 bool Scheduler::Cancel(uint64_t request_id) {
   std::vector<std::unique_ptr<Request>> cancelled(1);
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled[0] = queue_.Remove(request_id);
+    wake = cancelled[0] != nullptr && batcher_waiting_;
   }
   if (cancelled[0] == nullptr) return false;
+  // Wake the batcher after unlocking: without this request a waiting group may be ready now
+  // (a preferred size), or its deadline may have moved. Cancellations are rare.
+  if (wake) cv_.notify_one();
   FailQueued(&cancelled,
              Status::Cancelled("model '" + options_.model.name +
                                "': the request was cancelled before it ran (the client went away)"),
@@ -457,10 +463,16 @@ bool Scheduler::GroupReady(const Group& group, int64_t now_ns, int64_t* deadline
   }
   // The latency target: wait at most half of it, and only while more rows are expected.
   const int64_t half_ns = target_us * 1000 / 2;
-  *deadline_ns = group.oldest_enqueue_ns + half_ns;
-  const int64_t left_ns = *deadline_ns - now_ns;
+  const int64_t latest_ns = group.oldest_enqueue_ns + half_ns;
+  const double rate = estimator_.RowsPerNs();  // rows per ns
+  // Ready once fewer than one row is expected before latest_ns: from latest - 1/rate on.
+  *deadline_ns = latest_ns;
+  if (rate > 0 && std::isfinite(rate)) {
+    *deadline_ns -= std::min(half_ns, static_cast<int64_t>(std::ceil(1.0 / rate)));
+  }
+  const int64_t left_ns = latest_ns - now_ns;
   if (left_ns <= 0) return true;
-  return estimator_.RowsPerNs() * static_cast<double>(left_ns) < 1.0;
+  return rate * static_cast<double>(left_ns) < 1.0;
 }
 
 void Scheduler::PlanBatch(int64_t now_ns, Plan* plan) {

@@ -18,6 +18,7 @@
 //     with no preferred sizes, max_batch_size is the one preferred size);
 //   - its oldest request has waited max_queue_delay_us (the whole group goes; 0 = at once);
 //     or, with a latency target, by the rule below.
+// A full group goes whole, even when a shorter prefix of it is a preferred size.
 // Otherwise the batcher sleeps until the earliest group deadline or queue timeout, or until
 // something changes. With no instance free nothing is dispatched: the pending batches keep
 // growing until one frees. Queue timeouts are applied whether or not an instance is free.
@@ -26,9 +27,9 @@
 // batch size and the arrival rate are measured as the model runs (LatencyEstimator). The rule:
 //   - half of T is for execution: the limit is the largest batch size whose estimated
 //     execution fits in T/2 (so a request that arrives as a batch starts waits at most T/2 for
-//     the instance, then runs in at most T/2). When the oldest request has already waited T,
-//     the target is lost and the limit is max_batch_size: under overload the largest batches
-//     drain the queue fastest;
+//     the instance, then runs in at most T/2). When the request first in dispatch order has
+//     already waited T, the target is lost and the limit is max_batch_size: under overload the
+//     largest batches drain the queue fastest;
 //   - the other half is for waiting: a group is ready once its oldest request has waited T/2,
 //     and at once when the rows expected to arrive in the time left (rate x time) are fewer
 //     than one: waiting would add latency and no batching.
