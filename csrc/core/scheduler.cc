@@ -105,13 +105,16 @@ std::vector<QueuePolicy> LevelPolicies(const SchedulerOptions& options) {
   return policies;
 }
 
-// True when a and b have the same dims beyond the batch dimension, for every input. Only for
-// batching models, whose validated shapes all have the batch dimension first.
+// True when shapes x and y have the same dims beyond the batch dimension.
+bool SameNonBatchDims(const Shape& x, const Shape& y) {
+  return std::equal(x.begin() + 1, x.end(), y.begin() + 1, y.end());
+}
+
+// ... for every input. Only for batching models, whose validated shapes all have the batch
+// dimension first.
 bool SameNonBatchDims(const Request& a, const Request& b) {
   for (size_t i = 0; i < a.inputs.size(); ++i) {
-    const Shape& x = a.inputs[i].shape;
-    const Shape& y = b.inputs[i].shape;
-    if (!std::equal(x.begin() + 1, x.end(), y.begin() + 1, y.end())) return false;
+    if (!SameNonBatchDims(a.inputs[i].shape, b.inputs[i].shape)) return false;
   }
   return true;
 }
@@ -223,9 +226,7 @@ void Scheduler::Submit(std::unique_ptr<Request> request) {
               // The batcher sleeps until a group's deadline. This request changes that only
               // if it makes a batch ready; waking it otherwise costs a context switch per
               // request for nothing.
-              Plan plan;
-              PlanBatch(clock_->NowNs(), &plan);
-              wake = plan.dispatch;
+              wake = CompletesWaitingGroup(*queued);
             } else {
               wake = true;
             }
@@ -366,7 +367,10 @@ Status Scheduler::AdvanceClock(int64_t microseconds) {
   if (!clock_->manual()) {
     return Status::InvalidArgument("advance_clock needs SchedulerOptions.manual_clock = True");
   }
-  if (microseconds < 0) return Status::InvalidArgument("the clock only moves forward");
+  if (microseconds < 0 || microseconds > RequestQueue::kMaxTimeoutUs) {
+    return Status::InvalidArgument("the clock moves forward, by at most " +
+                                   std::to_string(RequestQueue::kMaxTimeoutUs) + " us at a time");
+  }
   bool wake;
   {
     // Under mu_ so that the batcher, which reads the clock under mu_, cannot miss the move.
@@ -396,6 +400,25 @@ void Scheduler::OnBatchDone(Instance* instance, const Batch& batch,
   }
   // Wake the batcher after unlocking: a pending batch may have been waiting for an instance.
   if (wake) cv_.notify_one();
+}
+
+bool Scheduler::CompletesWaitingGroup(const Request& request) {
+  for (GroupSummary& group : waiting_groups_) {
+    size_t i = 0;
+    while (i < group.dims.size() && SameNonBatchDims(group.dims[i], request.inputs[i].shape)) ++i;
+    if (i < group.dims.size()) continue;  // another shape
+    if (group.rows + request.rows > waiting_limit_) return true;  // full: it does not fit
+    group.rows += request.rows;
+    return group.rows >= waiting_limit_ || preferred_[static_cast<size_t>(group.rows)];
+  }
+  if (request.rows >= waiting_limit_ || preferred_[static_cast<size_t>(request.rows)]) return true;
+  if (waiting_groups_.size() < kMaxShapeGroups) {
+    GroupSummary fresh;
+    for (const InputData& input : request.inputs) fresh.dims.push_back(input.shape);
+    fresh.rows = request.rows;
+    waiting_groups_.push_back(std::move(fresh));
+  }
+  return false;
 }
 
 bool Scheduler::BatcherCanAct() const {
@@ -437,6 +460,15 @@ void Scheduler::BatcherLoop() {
       if (plan.deadline_ns != 0 && (wake_ns == 0 || plan.deadline_ns < wake_ns)) {
         wake_ns = plan.deadline_ns;
       }
+      // What Submit needs to tell whether a new request makes one of these groups ready.
+      waiting_groups_.resize(planned_groups_);
+      for (size_t g = 0; g < planned_groups_; ++g) {
+        GroupSummary& summary = waiting_groups_[g];
+        summary.dims.clear();
+        for (const InputData& input : groups_[g].first->inputs) summary.dims.push_back(input.shape);
+        summary.rows = groups_[g].rows;
+      }
+      waiting_limit_ = planned_limit_;
       batcher_awaits_deadline_ = true;
     }
     // Wait for a deadline or a timeout, or for a change (a request, a free instance, the hold
@@ -531,6 +563,13 @@ void Scheduler::PlanBatch(int64_t now_ns, Plan* plan) {
       }
       head_full = groups_[0].full;  // the head's group goes first: nothing else can matter
     }
+  }
+  planned_groups_ = groups;
+  planned_limit_ = limit;
+  if (!head_full && scanned >= kPlanWindow && queue_.size() > scanned) {
+    // Requests beyond the window were not read: every group may have more queued than it
+    // holds, so each counts as full (a queue this long is no time to wait for a batch).
+    for (size_t g = 0; g < groups; ++g) groups_[g].full = true;
   }
 
   // The first ready group goes.

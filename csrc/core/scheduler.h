@@ -18,7 +18,9 @@
 //     with no preferred sizes, max_batch_size is the one preferred size);
 //   - its oldest request has waited max_queue_delay_us (the whole group goes; 0 = at once);
 //     or, with a latency target, by the rule below.
-// A full group goes whole, even when a shorter prefix of it is a preferred size.
+// A full group goes whole, even when a shorter prefix of it is a preferred size. The batcher
+// reads at most kPlanWindow requests per decision; when more are queued, every group counts as
+// full.
 // Otherwise the batcher sleeps until the earliest group deadline or queue timeout, or until
 // something changes. With no instance free nothing is dispatched: the pending batches keep
 // growing until one frees. Queue timeouts are applied whether or not an instance is free.
@@ -149,6 +151,13 @@ class Scheduler final : public InstanceListener {
     std::vector<Slot> members;
   };
 
+  // A group as Submit sees it while the batcher waits for a deadline: its shape (every
+  // input's) and rows.
+  struct GroupSummary {
+    std::vector<Shape> dims;
+    int64_t rows = 0;
+  };
+
   // What the batcher decided.
   struct Plan {
     bool dispatch = false;
@@ -164,6 +173,9 @@ class Scheduler final : public InstanceListener {
   void PlanBatch(int64_t now_ns, Plan* plan);
   // mu_ must be held: whether a group that is not full is ready, else its deadline.
   bool GroupReady(const Group& group, int64_t now_ns, int64_t* deadline_ns) const;
+  // mu_ must be held, the batcher waiting for a deadline: whether `request` (just queued)
+  // fills or completes a group it saw, or starts one that is ready alone.
+  bool CompletesWaitingGroup(const Request& request);
   // mu_ must be held. True when the batcher could act now (queue non-empty, an instance idle,
   // the hold satisfied): whoever changes one of those notifies cv_ if this becomes true.
   bool BatcherCanAct() const;
@@ -191,6 +203,10 @@ class Scheduler final : public InstanceListener {
   RequestQueue queue_;
   LatencyEstimator estimator_;
   std::vector<Group> groups_;    // PlanBatch's scratch, kept to reuse its memory
+  size_t planned_groups_ = 0;    // how many of groups_ the last plan formed
+  int64_t planned_limit_ = 0;    // and the batch limit it used
+  std::vector<GroupSummary> waiting_groups_;  // while batcher_awaits_deadline_
+  int64_t waiting_limit_ = 0;
   std::vector<Instance*> idle_;  // instances with no batch assigned or running
   size_t hold_ = 0;
   bool batcher_waiting_ = false;  // the batcher is (about to be) blocked on cv_

@@ -42,8 +42,10 @@ def request_parameters(value: object) -> dict[str, Any]:
     if type(value) is not dict:
         raise InvalidRequest(f"request 'parameters' must be an object, got {json_type(value)}")
     for key in ("priority", "timeout"):
-        number = value.get(key)
-        if number is not None and (type(number) is not int or number < 0):
+        if key not in value:
+            continue
+        number = value[key]
+        if type(number) is not int or number < 0:
             raise InvalidRequest(
                 f"request parameter {key!r} must be a non-negative integer, got "
                 f"{_json_text(number)}"

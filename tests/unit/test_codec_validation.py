@@ -129,6 +129,16 @@ BAD: dict[str, tuple[Any, type[ServerError], str]] = {
         InvalidRequest,
         "'priority' must be a non-negative integer, got true",
     ),
+    "priority null": (
+        good(parameters={"priority": None}),
+        InvalidRequest,
+        "request parameter 'priority' must be a non-negative integer, got null",
+    ),
+    "timeout null": (
+        good(parameters={"timeout": None}),
+        InvalidRequest,
+        "request parameter 'timeout' must be a non-negative integer, got null",
+    ),
     "timeout float": (
         good(parameters={"timeout": 1.5}),
         InvalidRequest,

@@ -121,3 +121,24 @@ def test_priority_timeout_and_cancel_reach_the_queue(cq: _core.CompletionQueue) 
             "REJECTED": 2, "CANCELED": 1, "BACKEND": 0, "OTHER": 1}
     finally:
         s.stop()
+
+
+def test_a_queue_longer_than_the_plan_window_still_fills_batches(cq: _core.CompletionQueue) -> None:
+    """The batcher reads at most 4,096 requests per decision: a group of a longer queue counts
+    as full rather than waiting out the queue delay with a full batch's worth queued."""
+    engine = _core.identity_engine()
+    s = _core.Scheduler(options(max_batch_size=8192, max_queue_delay_us=1_000_000),
+                        [engine], cq)
+    try:
+        buffer = row(1.0)
+        s.hold(9000)
+        for request_id in range(9000):
+            s.submit(request_id, [buffer])
+        s.hold(0)  # no clock advance: only fullness can dispatch
+        # Twice the queue is longer than the window; the last 808 fit in it and are no batch
+        # of 8,192, so they wait for their delay.
+        wait_completions(cq, 8192)
+        assert s.batch_sizes() == [4096, 4096]
+        assert s.queued() == 808
+    finally:
+        s.stop()
