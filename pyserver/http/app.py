@@ -8,11 +8,7 @@ from pyserver.dataplane import DataPlane
 from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.handlers import Handlers
 from pyserver.http.middleware import error_middleware
-from pyserver.http.observability import (
-    RenderMetrics,
-    add_observability_routes,
-    request_context_middleware,
-)
+from pyserver.http.observability import RenderMetrics, add_observability_routes
 
 DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 
@@ -24,11 +20,7 @@ def make_app(
 ) -> web.Application:
     """The v2 routes; /metrics too when `render_metrics` is given."""
     # client_max_size makes aiohttp refuse a larger body with 413 before it is buffered whole.
-    # The request context is outermost, so the error middleware's lines carry the request id.
-    app = web.Application(
-        middlewares=[request_context_middleware, error_middleware],
-        client_max_size=max_request_size,
-    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_request_size)
     app[MAX_REQUEST_SIZE] = max_request_size
     h = Handlers(dataplane, max_request_size)
     model = "/v2/models/{model}"

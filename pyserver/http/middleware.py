@@ -1,8 +1,13 @@
-"""The one place where failures become HTTP responses: {"error": message} with its status."""
+"""The one middleware: failures become HTTP responses ({"error": message} with its status), and
+every log line written while a request is handled carries its request id.
+
+One middleware, not two: aiohttp wraps the handler in each middleware on every request, and a
+second layer cost ~5% of identity's throughput at concurrency 16."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -10,8 +15,10 @@ from aiohttp import web
 from pyserver.errors import ServerError
 from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.responses import error_response
+from pyserver.logs import CURRENT_REQUEST, RequestContext
 
 log = logging.getLogger("pyserver.http")
+request_log = logging.getLogger("pyserver.http.request")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -24,6 +31,23 @@ _HTTP_MESSAGES = {
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's context (its log lines' id: the v2 `id` once the body is decoded, a made-up
+    one before or without it) around its answer; one line per request only at verbose (debug)
+    level."""
+    token = CURRENT_REQUEST.set(RequestContext())
+    try:
+        if not request_log.isEnabledFor(logging.DEBUG):
+            return await _answer(request, handler)
+        started = time.monotonic_ns()
+        response = await _answer(request, handler)
+        request_log.debug("%s %s -> %d in %.3f ms", request.method, request.path,
+                          response.status, (time.monotonic_ns() - started) / 1e6)
+        return response
+    finally:
+        CURRENT_REQUEST.reset(token)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServerError as exc:

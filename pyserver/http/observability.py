@@ -1,10 +1,8 @@
-"""Observability over HTTP: /metrics (Prometheus text), /v2/logging (Triton's logging
-extension), and the middleware that gives each request's log lines its request id."""
+"""Observability over HTTP: /metrics (Prometheus text) and /v2/logging (Triton's logging
+extension). Each request's log lines get its id in the one middleware (middleware.py)."""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -15,32 +13,11 @@ from pyserver.errors import InvalidRequest
 from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.middleware import error_middleware
 from pyserver.http.responses import json_response
-from pyserver.logs import CURRENT_REQUEST, RequestContext
-
-log = logging.getLogger("pyserver.http.request")
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RenderMetrics = Callable[[], bytes]
-
-
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every log line written while this request is handled carries its id (the v2 `id` once
-    the body is decoded, a made-up one before or without it). One line per request only at
-    verbose (debug) level."""
-    token = CURRENT_REQUEST.set(RequestContext())
-    try:
-        if not log.isEnabledFor(logging.DEBUG):
-            return await handler(request)
-        started = time.monotonic_ns()
-        response = await handler(request)
-        log.debug("%s %s -> %d in %.3f ms", request.method, request.path, response.status,
-                  (time.monotonic_ns() - started) / 1e6)
-        return response
-    finally:
-        CURRENT_REQUEST.reset(token)
 
 
 def metrics_handler(render: RenderMetrics) -> Handler:
