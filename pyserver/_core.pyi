@@ -136,3 +136,94 @@ class Scheduler:
         """The largest batch whose estimated execution fits in half the latency target."""
     def batch_sizes(self) -> list[int]:
         """Every executed batch's size (rows), in execution order (test hook)."""
+
+# --- the GPU path (csrc/core/cuda_driver.h, pinned_pool.h, gpu_engine.h) -------------------------
+
+class CudaUnavailable(RuntimeError):
+    """No CUDA driver could be loaded (or it found no GPU); the message says why."""
+
+class CudaError(RuntimeError):
+    """A CUDA driver call failed; the message names the call and the driver's error."""
+
+def cuda_driver() -> dict[str, Any]:
+    """What the CUDA driver offers, loaded with dlopen on first use (libcuda.so.1, or the file
+    named by $PYSERVER_CUDA_DRIVER): {"available": bool, "error": str ("" when available),
+    "library": str, "driver_version": int, "devices": [{"index": int, "name": str, "uuid": str
+    ("GPU-..."), "total_memory": int}]}. Never raises."""
+
+def cuda_make_current(gpu: int) -> None:
+    """Make GPU `gpu`'s primary context current on the calling thread (so that libraries built on
+    the CUDA runtime, TensorRT among them, work on that GPU). Raises CudaUnavailable/CudaError."""
+
+def configure_pinned_memory(pool_byte_size: int) -> None:
+    """Size of the pinned host memory pool (taken from the driver when the first GPU engine is
+    made; 0 = no pool, every staging buffer is ordinary memory). Call before any GPU engine."""
+
+def memory_stats() -> dict[str, int]:
+    """The process's staging memory: {"pinned_pool_bytes", "pinned_in_use", "fallback_in_use",
+    "pinned_allocations", "fallback_allocations"} (allocations are counts since start)."""
+
+class DeviceArray:
+    """A tensor in device memory, handed to a device engine (an input, or an output the core
+    allocated). Valid until execute returns and the batch's copies are done; zero copy for
+    consumers of the CUDA array interface (torch.as_tensor, cupy.asarray)."""
+
+    @property
+    def ptr(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def datatype(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def gpu(self) -> int: ...
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """Version 3: shape, typestr, data (ptr, False), strides None, stream (the instance's)."""
+
+class DeviceOutput:
+    """One model output of a batch on a device engine: the engine either asks the core for
+    device memory (allocate) or hands over memory of its own (set)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> int: ...
+    def allocate(self, shape: Sequence[int]) -> DeviceArray:
+        """Core-owned device memory for this output (reused across batches by the instance)."""
+    def set(self, array: Any) -> None:
+        """The engine's own device memory: an object with __cuda_array_interface__ (contiguous,
+        the output's datatype); the core keeps it alive until its copy to host is done."""
+
+class DeviceEngineImpl(Protocol):
+    """An engine whose model runs on a GPU, written in Python (TensorRT, PyTorch on CUDA). Called
+    once per batch on the instance's worker thread with the GIL held and the instance's GPU
+    context current. The core has already enqueued one host-to-device copy per input on
+    `stream` (a CUstream handle, one per instance); the engine enqueues its work on the same
+    stream and fills every output (allocate or set). The core then copies each output into
+    pinned host memory on that stream and synchronizes it, with the GIL released."""
+
+    def execute(self, stream: int, inputs: list[DeviceArray], outputs: list[DeviceOutput]) -> None: ...
+
+class DeviceEngine(Engine):
+    @property
+    def gpu(self) -> int: ...
+    @property
+    def device_memory_bytes(self) -> int:
+        """Device memory the core holds for this instance (its input and output buffers)."""
+    @property
+    def pinned_bytes(self) -> int:
+        """Pinned host memory currently held by this instance's batches."""
+    @property
+    def stream(self) -> int:
+        """The instance's CUstream (0 until its worker thread has started)."""
+
+def device_engine(engine: DeviceEngineImpl, gpu: int) -> DeviceEngine:
+    """An instance on GPU `gpu` running `engine`. Raises CudaUnavailable when there is no
+    driver, ValueError for an ordinal the driver does not have."""
+
+def use_cuda_driver(path: str | None) -> None:
+    """Load the CUDA driver from `path` (None: the default search) in place of the one loaded so
+    far; engines made before keep the driver they were made with. Tests use it to swap in the
+    fake driver (tests/fakes/fake_cuda.c)."""

@@ -42,6 +42,8 @@ class LoadedModel:
 _BACKENDS = {
     "identity": "pyserver.backends.identity",
     "onnxruntime": "pyserver.backends.onnxruntime",
+    "tensorrt": "pyserver.backends.tensorrt",
+    "pytorch": "pyserver.backends.pytorch",
 }
 
 
@@ -71,3 +73,57 @@ def cpu_instance_count(config: ModelConfig) -> int:
             )
         total += group.count
     return total or 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one instance runs: on the CPU (gpu is None) or on GPU `gpu` (a CUDA ordinal)."""
+
+    gpu: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "KIND_CPU" if self.gpu is None else "KIND_GPU"
+
+
+def visible_gpus(config: ModelConfig) -> list[int]:
+    """The CUDA ordinals the driver sees. A load error naming the model when there is no driver
+    or no GPU: a GPU model cannot load on this machine."""
+    driver = _core.cuda_driver()
+    if not driver["available"]:
+        raise ModelLoadError(
+            f"{config.path / 'config.toml'}: model '{config.name}' needs a GPU: no CUDA driver "
+            f"was found ({driver['error']})"
+        )
+    return [int(d["index"]) for d in driver["devices"]]
+
+
+def placements(config: ModelConfig, auto: str) -> list[Placement]:
+    """One Placement per instance, from the model's instance groups, as Triton places them:
+    KIND_CPU groups give `count` CPU instances; KIND_GPU groups give `count` instances on each
+    GPU in `gpus`, or on every visible GPU when `gpus` is empty. KIND_AUTO is KIND_GPU when
+    `auto` is "KIND_GPU" (and else KIND_CPU). A GPU the driver does not have is a load error."""
+    source = config.path / "config.toml"
+    out: list[Placement] = []
+    for i, group in enumerate(config.instance_group):
+        kind = auto if group.kind == "KIND_AUTO" else group.kind
+        if kind == "KIND_CPU":
+            out.extend(Placement() for _ in range(group.count))
+            continue
+        visible = visible_gpus(config)
+        if not visible:
+            raise ModelLoadError(f"{source}: instance_group[{i}]: the CUDA driver sees no GPU")
+        for gpu in group.gpus or tuple(visible):
+            if gpu not in visible:
+                raise ModelLoadError(
+                    f"{source}: instance_group[{i}].gpus: GPU {gpu} is not visible (visible: "
+                    f"{', '.join(map(str, visible))})"
+                )
+            out.extend(Placement(gpu) for _ in range(group.count))
+    return out or [Placement()]
+
+
+def gpu_available() -> bool:
+    """Whether the CUDA driver loads and sees at least one GPU (for KIND_AUTO)."""
+    driver = _core.cuda_driver()
+    return bool(driver["available"] and driver["devices"])
