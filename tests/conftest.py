@@ -96,3 +96,27 @@ def serve_repository():  # type: ignore[no-untyped-def]
     yield serve
     for running, thread in started:
         stop_server(running, thread)
+
+
+@pytest.fixture(scope="session")
+def fake_cuda_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake CUDA driver (tests/fakes/fake_cuda.c), compiled once per session."""
+    from tests.fakes import cuda
+
+    return cuda.build(tmp_path_factory.mktemp("fake_cuda"))
+
+
+@pytest.fixture
+def fake_cuda(fake_cuda_library: Path) -> Iterator[object]:
+    """The core talks to the fake driver (two fake GPUs, counters reset) during the test, and
+    to no driver (the default search, which finds none on CPU machines) after it."""
+    from pyserver import _core
+    from tests.fakes.cuda import FakeCuda
+
+    fake = FakeCuda(fake_cuda_library)
+    fake.reset(devices=2)
+    _core.use_cuda_driver(str(fake_cuda_library))
+    try:
+        yield fake
+    finally:
+        _core.use_cuda_driver(None)

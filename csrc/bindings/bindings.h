@@ -22,6 +22,7 @@ void ThrowIfError(const core::Status& status);
 void BindEngines(py::module_& m);
 void BindCompletionQueue(py::module_& m);
 void BindScheduler(py::module_& m);
+void BindDevice(py::module_& m);
 
 }  // namespace bindings
 }  // namespace pyserver

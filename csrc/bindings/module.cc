@@ -33,4 +33,5 @@ PYBIND11_MODULE(_core, m) {
   pyserver::bindings::BindEngines(m);
   pyserver::bindings::BindCompletionQueue(m);
   pyserver::bindings::BindScheduler(m);
+  pyserver::bindings::BindDevice(m);
 }

@@ -12,21 +12,18 @@ namespace pyserver {
 namespace bindings {
 namespace {
 
-// Whether this worker thread keeps a Python thread state between batches. Without one, every
-// GIL acquisition on a thread Python did not start would create and destroy a thread state
-// (slow, and it would drop threading.local data between batches).
+// Whether this worker thread keeps a Python thread state between batches.
 thread_local bool t_keeps_thread_state = false;
 
-// The Python thread state of this thread, created on first use and kept until OnWorkerExit.
-// Must be called without the GIL.
-void KeepThreadState() {
+}  // namespace
+
+void KeepPythonThreadState() {
   if (t_keeps_thread_state) return;
   PyGILState_Ensure();  // creates the thread state (counter 1) and takes the GIL
   PyEval_SaveThread();  // releases the GIL, keeps the thread state
   t_keeps_thread_state = true;
 }
 
-// "ValueError: boom" for a Python exception. GIL held.
 std::string DescribePythonError(const py::error_already_set& error) {
   try {
     std::string type = py::str(error.type().attr("__name__"));
@@ -37,7 +34,13 @@ std::string DescribePythonError(const py::error_already_set& error) {
   }
 }
 
-}  // namespace
+void ReleasePythonThreadState() {
+  if (!t_keeps_thread_state) return;
+  t_keeps_thread_state = false;
+  if (!Py_IsInitialized()) return;
+  PyEval_RestoreThread(PyGILState_GetThisThreadState());  // takes the GIL
+  PyGILState_Release(PyGILState_UNLOCKED);  // counter 0: clears, deletes, releases the GIL
+}
 
 PythonEngine::PythonEngine(py::object engine) : engine_(std::move(engine)) {
   py::module_ numpy = py::module_::import("numpy");
@@ -58,16 +61,10 @@ PythonEngine::~PythonEngine() {
   asarray_ = py::object();
 }
 
-void PythonEngine::OnWorkerExit() {
-  if (!t_keeps_thread_state) return;
-  t_keeps_thread_state = false;
-  if (!Py_IsInitialized()) return;
-  PyEval_RestoreThread(PyGILState_GetThisThreadState());  // takes the GIL
-  PyGILState_Release(PyGILState_UNLOCKED);  // counter 0: clears, deletes, releases the GIL
-}
+void PythonEngine::OnWorkerExit() { ReleasePythonThreadState(); }
 
 core::Status PythonEngine::Execute(const core::BatchInputs& inputs, core::BatchOutputs* outputs) {
-  KeepThreadState();
+  KeepPythonThreadState();
   // The one GIL acquisition of this batch: building the arrays, calling execute and reading
   // its results all need it. Never per request.
   py::gil_scoped_acquire gil;

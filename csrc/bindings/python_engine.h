@@ -4,12 +4,25 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "core/engine.h"
 
 namespace pyserver {
 namespace bindings {
 
 namespace py = pybind11;
+
+// A worker thread that calls into Python keeps one Python thread state between batches.
+// Without one, every GIL acquisition on a thread Python did not start would create and destroy
+// a thread state (slow, and it would drop threading.local data between batches).
+// KeepPythonThreadState: must be called without the GIL; creates it on first use.
+// ReleasePythonThreadState: at worker exit, gives it back (takes and drops the GIL).
+void KeepPythonThreadState();
+void ReleasePythonThreadState();
+
+// "ValueError: boom" for a Python exception. GIL held.
+std::string DescribePythonError(const py::error_already_set& error);
 
 class PythonEngine final : public core::Engine {
  public:

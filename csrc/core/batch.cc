@@ -18,14 +18,14 @@ Batch::Batch(std::vector<std::unique_ptr<Request>> requests) : requests_(std::mo
   for (const auto& request : requests_) rows_ += request->rows;
 }
 
-Status Batch::Gather(const ModelSpec& model, BatchInputs* inputs) const {
+Status Batch::Gather(const ModelSpec& model, Engine& engine, BatchInputs* inputs) const {
   inputs->resize(model.inputs.size());
   const Request& first = *requests_.front();
   for (size_t i = 0; i < model.inputs.size(); ++i) {
     size_t total = 0;
     for (const auto& request : requests_) total += request->inputs[i].bytes;
 
-    std::shared_ptr<AlignedBuffer> buffer = AlignedBuffer::Create(total);
+    std::shared_ptr<MutableBuffer> buffer = engine.AllocateInput(total);
     if (buffer == nullptr) {
       return Status::Internal("could not allocate " + std::to_string(total) +
                               " bytes for input '" + model.inputs[i].name + "'");

@@ -29,9 +29,10 @@ class Batch {
   // Total rows: the sum of the requests' batch dimensions (the request count without batching).
   int64_t rows() const { return rows_; }
 
-  // One contiguous 64-byte-aligned buffer per model input holding every request's bytes in
-  // order (BYTES: their framings concatenated), with the batch's shape.
-  Status Gather(const ModelSpec& model, BatchInputs* inputs) const;
+  // One contiguous buffer per model input (from engine.AllocateInput: aligned heap memory, or
+  // pinned memory for a GPU engine) holding every request's bytes in order (BYTES: their
+  // framings concatenated), with the batch's shape.
+  Status Gather(const ModelSpec& model, Engine& engine, BatchInputs* inputs) const;
 
   // Output slots for the engine, one per model output, with spec and datatype filled in.
   void PrepareOutputs(const ModelSpec& model, BatchOutputs* outputs) const;

@@ -37,6 +37,12 @@ class Engine {
   // per-thread state (a Python thread state, a device context) sets it up and tears it down here.
   virtual void OnWorkerStart() {}
   virtual void OnWorkerExit() {}
+
+  // Where the batch's inputs are gathered, on the worker thread: aligned heap memory, or, for
+  // an engine on a GPU, pinned memory its copies read fastest. nullptr when none can be had.
+  virtual std::shared_ptr<MutableBuffer> AllocateInput(size_t bytes) {
+    return AlignedBuffer::Create(bytes);
+  }
 };
 
 }  // namespace core

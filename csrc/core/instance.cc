@@ -82,7 +82,7 @@ bool Instance::Execute(Batch& batch, std::vector<Completion>* completions_out) {
   // Engines and the gather/scatter report failures as a Status; the catch is the last resort
   // (std::bad_alloc, a bug) so that no exception ever leaves this thread.
   try {
-    status = batch.Gather(model, &inputs);
+    status = batch.Gather(model, *options_.engine, &inputs);
     input_done_ns = SteadyNowNs();
     if (status.ok()) {
       batch.PrepareOutputs(model, &outputs);

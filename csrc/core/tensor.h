@@ -34,8 +34,14 @@ class Buffer {
   virtual size_t size() const = 0;
 };
 
+// A Buffer its creator may still write: where batch inputs are gathered.
+class MutableBuffer : public Buffer {
+ public:
+  virtual uint8_t* mutable_data() = 0;
+};
+
 // Heap memory aligned to 64 bytes (a cache line, and enough for any SIMD load an engine does).
-class AlignedBuffer final : public Buffer {
+class AlignedBuffer final : public MutableBuffer {
  public:
   static constexpr size_t kAlignment = 64;
 
@@ -61,7 +67,7 @@ class AlignedBuffer final : public Buffer {
 
   const uint8_t* data() const override { return data_; }
   size_t size() const override { return size_; }
-  uint8_t* mutable_data() { return data_; }
+  uint8_t* mutable_data() override { return data_; }
 
  private:
   AlignedBuffer(void* memory, size_t size) : data_(static_cast<uint8_t*>(memory)), size_(size) {}
