@@ -216,12 +216,30 @@ class DeviceEngine(Engine):
     def pinned_bytes(self) -> int:
         """Pinned host memory currently held by this instance's batches."""
     @property
+    def fallback_bytes(self) -> int:
+        """Staging memory of this instance's batches that is ordinary memory (pool full)."""
+    @property
     def stream(self) -> int:
         """The instance's CUstream (0 until its worker thread has started)."""
 
 def device_engine(engine: DeviceEngineImpl, gpu: int) -> DeviceEngine:
     """An instance on GPU `gpu` running `engine`. Raises CudaUnavailable when there is no
     driver, ValueError for an ordinal the driver does not have."""
+
+class PoolPiece(Buffer):
+    """A piece of a HeapPinnedPool (buffer protocol: its bytes)."""
+    def release(self) -> None: ...
+
+class HeapPinnedPool:
+    """The pinned pool over ordinary heap memory (the host-memory stand-in), for tests of the
+    pool's accounting and fallback."""
+    def __init__(self, pool_byte_size: int) -> None: ...
+    def allocate(self, bytes: int) -> PoolPiece: ...
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def account_pinned(self) -> int: ...
+    @property
+    def account_fallback(self) -> int: ...
 
 def use_cuda_driver(path: str | None) -> None:
     """Load the CUDA driver from `path` (None: the default search) in place of the one loaded so

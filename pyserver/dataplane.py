@@ -114,6 +114,8 @@ def _model_stats(model: Model) -> dict[str, Any]:
         | {"cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0}},
         "response_stats": {},
         "batch_stats": core["batch_stats"],
-        "memory_usage": [],
+        "memory_usage": model.memory_usage(),
+        # pyserver's own: where each instance runs (Triton's clients ignore unknown fields)
+        "instances": model.instances(),
     }
 

@@ -81,6 +81,8 @@ class StatsSource(Protocol):
     config: ModelConfig
 
     def stats(self) -> dict[str, Any]: ...
+    def instances(self) -> list[dict[str, Any]]: ...
+    def memory_usage(self) -> list[dict[str, Any]]: ...
 
 
 class _Nvml(Protocol):
@@ -159,32 +161,33 @@ class GpuMonitor(Collector):
         yield total
 
 
-def _model_gpu_uuid(config: ModelConfig, gpus: GpuMonitor) -> str | None:
+def _model_gpu_uuid(instances: list[dict[str, Any]]) -> str | None:
     """The GPU a model's instances all run on, when there is exactly one (Triton's gpu_uuid
     label); None for CPU models and for models spread over several GPUs."""
-    indices = {g for group in config.instance_group if group.kind == "KIND_GPU" for g in group.gpus}
-    if len(indices) != 1 or any(g.kind != "KIND_GPU" for g in config.instance_group):
+    uuids = {i["gpu_uuid"] for i in instances}
+    if len(uuids) != 1:
         return None
-    return gpus.uuid(next(iter(indices)))
+    uuid: str | None = next(iter(uuids))
+    return uuid
 
 
 class ModelCollector(Collector):
     """Per-model families from each model version's core stats, read at scrape time."""
 
-    def __init__(
-        self, models: Callable[[], Iterable[StatsSource]], gpus: GpuMonitor | None = None
-    ) -> None:
+    def __init__(self, models: Callable[[], Iterable[StatsSource]]) -> None:
         self._models = models
-        self._gpus = gpus or GpuMonitor(None, ())
 
     def collect(self) -> Iterator[Metric]:
         rows = []
+        placed = []
         for model in self._models():
             labels = {"model": model.name, "version": model.version_str}
-            uuid = _model_gpu_uuid(model.config, self._gpus)
+            instances = model.instances()
+            uuid = _model_gpu_uuid(instances)
             if uuid is not None:
                 labels["gpu_uuid"] = uuid
             rows.append((labels, model.stats()))
+            placed.append((model, instances))
 
         for name, doc, read in _COUNTERS[:1]:
             yield _counter(name, doc, ((labels, read(stats)) for labels, stats in rows))
@@ -211,6 +214,24 @@ class ModelCollector(Collector):
                 buckets, total = _cumulative_buckets(stats["histograms"][key], scale)
                 family.add_metric([labels["model"], labels["version"]], buckets, total)
             yield family
+
+        info = GaugeMetricFamily(
+            "pyserver_instance_info", "Where each model instance runs (always 1)",
+            labels=["model", "version", "instance", "kind", "gpu", "gpu_uuid"])
+        memory = GaugeMetricFamily(
+            "pyserver_model_memory_bytes",
+            "Memory a model version's instances hold (Triton's memory_usage types)",
+            labels=["model", "version", "type", "id"])
+        for model, instances in placed:
+            for i in instances:
+                gpu = "" if i["gpu"] is None else str(i["gpu"])
+                info.add_metric([model.name, model.version_str, str(i["index"]), i["kind"], gpu,
+                                 i["gpu_uuid"] or ""], 1.0)
+            for usage in model.memory_usage():
+                memory.add_metric([model.name, model.version_str, usage["type"],
+                                   str(usage["id"])], float(usage["byte_size"]))
+        yield info
+        yield memory
 
 
 def _counter(name: str, doc: str, values: Iterable[tuple[dict[str, str], int]]) -> Metric:
@@ -263,7 +284,7 @@ class Metrics:
     ) -> None:
         self.gpus = gpus if gpus is not None else GpuMonitor.detect()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ModelCollector(models, self.gpus))
+        self.registry.register(ModelCollector(models))
         self.registry.register(self.gpus)
         ProcessCollector(registry=self.registry)
         if open_connections is not None:

@@ -128,6 +128,38 @@ class Model:
     def stats(self) -> dict[str, Any]:
         return self._scheduler.stats()
 
+    def instances(self) -> list[dict[str, Any]]:
+        """Where each instance runs: {"index", "kind" (KIND_CPU or KIND_GPU), "gpu" (ordinal or
+        None), "gpu_uuid" (or None)}, in instance order."""
+        gpus = [e.gpu if isinstance(e, _core.DeviceEngine) else None for e in self.engines]
+        uuids: dict[int, str] = {}
+        if any(g is not None for g in gpus):
+            uuids = {d["index"]: d["uuid"] for d in _core.cuda_driver()["devices"]}
+        return [
+            {"index": i, "kind": "KIND_CPU" if g is None else "KIND_GPU", "gpu": g,
+             "gpu_uuid": None if g is None else uuids.get(g)}
+            for i, g in enumerate(gpus)
+        ]
+
+    def memory_usage(self) -> list[dict[str, Any]]:
+        """Triton's memory_usage: what this version's instances hold now. Device buffers per GPU
+        ("GPU", its ordinal), pinned staging memory ("CPU_PINNED") and staging memory that fell
+        back to ordinary memory when the pinned pool was full ("CPU"). Empty for CPU models,
+        whose batch buffers live only while a batch runs."""
+        device: dict[int, int] = {}
+        pinned = fallback = 0
+        for engine in self.engines:
+            if isinstance(engine, _core.DeviceEngine):
+                device[engine.gpu] = device.get(engine.gpu, 0) + engine.device_memory_bytes
+                pinned += engine.pinned_bytes
+                fallback += engine.fallback_bytes
+        if not device:
+            return []
+        usage = [{"type": "GPU", "id": gpu, "byte_size": size} for gpu, size in sorted(device.items())]
+        usage.append({"type": "CPU_PINNED", "id": 0, "byte_size": pinned})
+        usage.append({"type": "CPU", "id": 0, "byte_size": fallback})
+        return usage
+
     def stop(self) -> None:
         """Fail queued requests, finish running batches and join the core's threads."""
         self.state = ModelState.UNAVAILABLE

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyserver import backends
+from pyserver import _core, backends
 from pyserver.completions import CompletionRouter
 from pyserver.config import load_config, model_versions
 from pyserver.errors import ModelLoadError, NotFound, ServerError
@@ -29,9 +29,14 @@ class ModelRepository:
     """Loaded models by name and version. Lookups happen on the loop thread; loading may run in
     a worker thread before the server reports ready."""
 
-    def __init__(self, root: Path, router: CompletionRouter) -> None:
+    def __init__(
+        self, root: Path, router: CompletionRouter, pinned_memory_pool_bytes: int | None = None
+    ) -> None:
         self.root = root
         self._router = router
+        # None: the core's default (256 MiB, Triton's); the pool is locked only when a GPU
+        # model runs its first batch.
+        self._pinned_memory_pool_bytes = pinned_memory_pool_bytes
         self._models: dict[str, dict[int, Model]] = {}
         self._latest: dict[str, Model] = {}
         self.failures: dict[str, LoadFailure] = {}
@@ -40,6 +45,8 @@ class ModelRepository:
         """Load every model folder under the root (a folder holding config.toml)."""
         if not self.root.is_dir():
             raise ServerError(f"model repository {self.root} is not a directory")
+        if self._pinned_memory_pool_bytes is not None:
+            _core.configure_pinned_memory(self._pinned_memory_pool_bytes)
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             if not (folder / "config.toml").is_file():
                 log.warning("skipping %s: no config.toml", folder)

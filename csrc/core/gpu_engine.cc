@@ -163,6 +163,10 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
     }
   }
   if (!status.ok()) {
+    // Every failure names the GPU it happened on.
+    if (status.message().rfind(Prefix(), 0) != 0) {
+      status = Status(status.code(), Prefix() + status.message());
+    }
     // Copies may still be in flight from the gathered inputs (freed when this batch ends) and
     // into the instance's buffers: wait for them before anything is reused or freed.
     driver.StreamSynchronize(stream_);

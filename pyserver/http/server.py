@@ -31,6 +31,8 @@ class ServerOptions:
     # /metrics on the HTTP port when allowed; also on this port when given (Triton's is 8002)
     allow_metrics: bool = True
     metrics_port: int | None = None
+    # page-locked host memory for GPU models' copies (Triton's --pinned-memory-pool-byte-size)
+    pinned_memory_pool_byte_size: int | None = None
 
 
 class Server:
@@ -51,7 +53,10 @@ class Server:
         """Listen first (live answers at once, ready only after loading), then load models."""
         loop = asyncio.get_running_loop()
         self._router = CompletionRouter(loop)
-        self.repository = ModelRepository(self.options.model_repository, self._router)
+        self.repository = ModelRepository(
+            self.options.model_repository, self._router,
+            self.options.pinned_memory_pool_byte_size,
+        )
         self.dataplane = DataPlane(self.repository)
         if self.options.allow_metrics:
             self.metrics = Metrics(self.repository.models, self._open_connections)

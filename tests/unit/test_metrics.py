@@ -50,9 +50,22 @@ class FakeModel:
     version_str: str = "1"
     config: Any = field(default_factory=FakeConfig)
     snapshot: dict[str, Any] = field(default_factory=core_stats)
+    gpus: tuple[int | None, ...] = (None,)  # one entry per instance
 
     def stats(self) -> dict[str, Any]:
         return self.snapshot
+
+    def instances(self) -> list[dict[str, Any]]:
+        return [
+            {"index": i, "kind": "KIND_CPU" if g is None else "KIND_GPU", "gpu": g,
+             "gpu_uuid": None if g is None else f"GPU-{g}"}
+            for i, g in enumerate(self.gpus)
+        ]
+
+    def memory_usage(self) -> list[dict[str, Any]]:
+        if all(g is None for g in self.gpus):
+            return []
+        return [{"type": "GPU", "id": g, "byte_size": 1024} for g in sorted(set(self.gpus))]
 
 
 def no_gpus() -> GpuMonitor:
@@ -60,7 +73,7 @@ def no_gpus() -> GpuMonitor:
 
 
 def test_triton_counters_are_written_exactly_as_triton_writes_them() -> None:
-    text = render(ModelCollector(lambda: [FakeModel()], no_gpus())).decode()
+    text = render(ModelCollector(lambda: [FakeModel()])).decode()
     assert (
         "# HELP nv_inference_request_success Number of successful inference requests, all batch sizes\n"
         "# TYPE nv_inference_request_success counter\n"
@@ -85,7 +98,7 @@ def test_triton_counters_are_written_exactly_as_triton_writes_them() -> None:
 
 
 def test_histograms_become_cumulative_seconds() -> None:
-    text = render(ModelCollector(lambda: [FakeModel()], no_gpus())).decode()
+    text = render(ModelCollector(lambda: [FakeModel()])).decode()
     assert (
         "# TYPE pyserver_request_duration_seconds histogram\n"
         'pyserver_request_duration_seconds_bucket{le="2.5e-05",model="m",version="1"} 1\n'
@@ -106,7 +119,7 @@ def test_histograms_become_cumulative_seconds() -> None:
 
 
 def test_label_values_are_escaped() -> None:
-    text = render(ModelCollector(lambda: [FakeModel(name='a"b\\c')], no_gpus())).decode()
+    text = render(ModelCollector(lambda: [FakeModel(name='a"b\\c')])).decode()
     assert 'nv_inference_count{model="a\\"b\\\\c",version="1"} 12\n' in text
     assert any(f.name == "nv_inference_count" for f in text_string_to_metric_families(text))
 
@@ -127,7 +140,7 @@ def test_other_families_render_as_prometheus_client_does() -> None:
 
 
 def test_no_models_no_samples_but_families_stay_valid() -> None:
-    text = render(ModelCollector(lambda: [], no_gpus())).decode()
+    text = render(ModelCollector(lambda: [])).decode()
     assert "# TYPE nv_inference_request_success counter\n" in text
     list(text_string_to_metric_families(text))
 
@@ -179,16 +192,23 @@ def test_gpu_gauges_through_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
         assert samples[("nv_gpu_memory_total_bytes", label)] == 16 * 2**30
 
 
-def test_model_on_one_gpu_gets_its_gpu_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
-    gpus = GpuMonitor.detect()
-    on_gpu1 = FakeModel(name="g", config=FakeConfig((InstanceGroup(2, "KIND_GPU", (1,)),)))
-    spread = FakeModel(name="s", config=FakeConfig((InstanceGroup(1, "KIND_GPU", (0, 1)),)))
-    samples = samples_of(render(ModelCollector(lambda: [on_gpu1, spread, FakeModel()], gpus)).decode())
+def test_model_on_one_gpu_gets_its_gpu_uuid() -> None:
+    on_gpu1 = FakeModel(name="g", gpus=(1, 1))
+    spread = FakeModel(name="s", gpus=(0, 1))
+    samples = samples_of(render(ModelCollector(lambda: [on_gpu1, spread, FakeModel()])).decode())
     assert samples[("nv_inference_count_total",
                     frozenset({"model": "g", "version": "1", "gpu_uuid": "GPU-1"}.items()))] == 12
     assert ("nv_inference_count_total", frozenset({"model": "s", "version": "1"}.items())) in samples
     assert ("nv_inference_count_total", frozenset({"model": "m", "version": "1"}.items())) in samples
+    # where each instance runs, and what the GPU instances hold
+    info = {labels: value for (name, labels), value in samples.items()
+            if name == "pyserver_instance_info"}
+    assert info[frozenset({"model": "s", "version": "1", "instance": "1", "kind": "KIND_GPU",
+                           "gpu": "1", "gpu_uuid": "GPU-1"}.items())] == 1
+    assert info[frozenset({"model": "m", "version": "1", "instance": "0", "kind": "KIND_CPU",
+                           "gpu": "", "gpu_uuid": ""}.items())] == 1
+    assert samples[("pyserver_model_memory_bytes", frozenset(
+        {"model": "g", "version": "1", "type": "GPU", "id": "1"}.items()))] == 1024
 
 
 @pytest.mark.parametrize("nvml", [None, FakeNvml(fail_init=True)], ids=["absent", "no-driver"])
