@@ -1,4 +1,5 @@
-"""The `pyserver` command: `pyserver serve` (flags named as Triton names them)."""
+"""The `pyserver` command: `pyserver serve` (flags named as Triton names them) and
+`pyserver build-engine` (pyserver/cli/build_engine.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyserver import __version__
+from pyserver.cli import build_engine
 from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
 from pyserver.http.server import ServerOptions, run
@@ -20,6 +22,16 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -71,11 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="one line per event: text (default) or json",
     )
     serve.add_argument("--log-file", default="", help="write logs to this file (default: stderr)")
+    serve.add_argument(
+        "--pinned-memory-pool-byte-size", type=_non_negative, default=256 * 2**20, metavar="N",
+        help="page-locked host memory for GPU models' copies, in bytes (default 256 MiB; 0: "
+        "none, copies use ordinary memory); staging beyond it falls back to ordinary memory",
+    )
+    build_engine.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "build-engine":
+        raise SystemExit(build_engine.run(args))
     if args.command == "serve":
         if args.metrics_port is not None and args.metrics_port == args.http_port != 0:
             raise SystemExit(
@@ -95,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 host=args.host,
                 http_port=args.http_port,
                 max_request_size=args.max_request_size,
+                pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
                 allow_metrics=args.allow_metrics,
                 metrics_port=args.metrics_port,
             )
