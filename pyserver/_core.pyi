@@ -114,7 +114,8 @@ class Scheduler:
         """Triton-shaped statistics: inference_count, execution_count, last_inference (ms since
         the epoch), success/fail/queue/compute_input/compute_infer/compute_output as
         {"count", "ns"}, batch_stats [{"batch_size", "compute_input", "compute_infer",
-        "compute_output"}], pending (requests queued or executing), fail_by_reason
+        "compute_output"}], pending (requests queued or executing), queued (waiting in the
+        queue), fail_by_reason
         {"REJECTED", "CANCELED", "BACKEND", "OTHER": count}, histograms
         {"request_duration_ns", "queue_duration_ns", "compute_duration_ns", "batch_size":
         {"bounds": [inclusive upper bounds], "counts": [per bucket, the last is +Inf],

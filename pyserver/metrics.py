@@ -204,8 +204,10 @@ class ModelCollector(Collector):
                          "Instantaneous number of pending requests awaiting execution per-model.",
                          "gauge")
         for labels, stats in rows:
+            # Triton's gauge counts requests waiting for execution (the queue), not those
+            # executing: the core's "queued", not its "pending" (queued or executing).
             pending.add_sample("nv_inference_pending_request_count", labels,
-                               float(stats["pending"]))
+                               float(stats["queued"]))
         yield pending
 
         for key, name, doc, scale in _HISTOGRAMS:

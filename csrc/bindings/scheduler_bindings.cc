@@ -297,7 +297,12 @@ void BindScheduler(py::module_& m) {
       .def("latency_batch_limit",
            [](PyScheduler& self) { return self.scheduler->LatencyBatchLimit(); })
       .def("stats",
-           [](PyScheduler& self) { return StatsDict(self.scheduler->stats().Snapshot()); })
+           [](PyScheduler& self) {
+             py::dict stats = StatsDict(self.scheduler->stats().Snapshot());
+             // Waiting in the queue, not yet executing: what Triton's pending gauge counts.
+             stats["queued"] = self.scheduler->Queued();
+             return stats;
+           })
       .def(
           "record_failure",
           [](PyScheduler& self, int64_t duration_ns, bool rejected) {

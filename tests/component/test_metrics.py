@@ -216,7 +216,7 @@ def test_stats_are_complete(fresh: RunningServer) -> None:
     stats = by_version["model_stats"][0]
     assert set(stats) == {"name", "version", "last_inference", "inference_count",
                           "execution_count", "inference_stats", "response_stats",
-                          "batch_stats", "memory_usage"}
+                          "batch_stats", "memory_usage", "instances"}
     assert stats["name"] == "identity" and stats["version"] == "1"
     assert before_ms - 1000 <= stats["last_inference"] <= int(time.time() * 1000) + 1000
     assert stats["inference_count"] == 7 and stats["execution_count"] == 4
@@ -234,3 +234,54 @@ def test_stats_are_complete(fresh: RunningServer) -> None:
         assert set(b) == {"batch_size", "compute_input", "compute_infer", "compute_output"}
     # Neither engine here reports its memory; Triton answers [] for such models too.
     assert stats["memory_usage"] == [] and stats["response_stats"] == {}
+    # pyserver's own field: where each instance runs
+    assert stats["instances"] == [
+        {"index": 0, "kind": "KIND_CPU", "gpu": None, "gpu_uuid": None}]
+
+
+def test_rejected_and_canceled_failures_and_the_queue_gauge(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    """Over HTTP: a full queue counts REJECTED, a client gone from the queue CANCELED, and the
+    pending gauge counts requests waiting, not the one executing (as Triton's does)."""
+    slow = (IDENTITY.split("[dynamic_batching]")[0]
+            + "[parameters]\nexecute_delay_us = 400000\n"
+            + "[dynamic_batching]\n[dynamic_batching.default_queue_policy]\nmax_queue_size = 2\n")
+    slow = slow.replace("max_batch_size = 256", "max_batch_size = 1")
+    running = serve_repository(make_repository({"slow": slow}))
+    model = running.server.repository.get("slow")
+    port = running.port
+    raw = np.zeros(16, dtype=np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    request = (f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n"
+               f"Inference-Header-Content-Length: {len(header)}\r\n"
+               f"Content-Length: {len(header) + len(raw)}\r\n\r\n").encode() + header + raw
+
+    def wait(predicate, what):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.002)
+
+    clients = []
+    for n in range(3):  # one executes, two wait
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        clients.append(s)
+        wait(lambda n=n: model.stats()["pending"] == n + 1, "it is taken")
+    wait(lambda: model.engines[0].executions == 1, "the first executes")
+    _, samples = scrape(port)
+    assert samples[("nv_inference_pending_request_count", labels("slow"))] == 2
+    assert binary_infer(port, "slow", 1) == 503  # the queue holds two: refused at once
+    clients[2].close()  # the last one waiting hangs up
+    wait(lambda: model.stats()["fail_by_reason"]["CANCELED"] == 1, "it is cancelled")
+    for s in clients[:2]:
+        s.settimeout(10)
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+        s.close()
+    wait(lambda: model.stats()["pending"] == 0, "the queue is empty")
+    _, samples = scrape(port)
+    for reason, want in (("REJECTED", 1), ("CANCELED", 1), ("BACKEND", 0), ("OTHER", 0)):
+        key = ("nv_inference_request_failure_total", labels("slow", reason=reason))
+        assert samples[key] == want, reason
+    assert samples[("nv_inference_request_success_total", labels("slow"))] == 2
+    assert samples[("nv_inference_pending_request_count", labels("slow"))] == 0

@@ -242,6 +242,39 @@ def test_cancelled_requests_are_not_executed(make_repository, serve_repository) 
     assert slow.stats()["pending"] == 0
 
 
+def test_a_client_gone_while_its_batch_runs_leaves_the_batch_mate_answered(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    # A batch of two forms at once (preferred size 2) and runs for 300 ms.
+    running = serve(make_repository, serve_repository, {
+        "pair": identity_config(300_000, "preferred_batch_size = [2]\n"
+                                         "max_queue_delay_microseconds = 5000000\n",
+                                max_batch_size=2),
+    })
+    pair = model_of(running, "pair")
+    payload = body(3.0)
+    head = (f"POST /v2/models/pair/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, running, "pair")
+            gone = socket.create_connection(("127.0.0.1", running.port))
+            gone.sendall(head + payload)
+            await until(lambda: pair.stats()["pending"] == 1, "the first request is queued")
+            mate = start(client.infer("mate", 8.0))
+            await until(lambda: pair.engines[0].executions == 1, "the batch of two runs")
+            gone.close()  # while its batch executes: the batch finishes, its answer is dropped
+            status, answer = await mate
+            assert status == 200 and answer["outputs"][0]["data"] == [8.0, 8.0]
+            status, answer = await client.infer("after", 9.0)
+            assert status == 200 and answer["outputs"][0]["data"] == [9.0, 9.0]
+
+    asyncio.run(run())
+    assert pair.engines[0].rows == 3  # the dropped request ran: it was not cancelled
+    stats = pair.stats()
+    assert stats["fail_by_reason"]["CANCELED"] == 0 and stats["pending"] == 0
+    assert sorted(pair._scheduler.batch_sizes()) == [1, 2]
+
+
 @pytest.mark.parametrize("preserve", [True, False], ids=["preserve_ordering", "control"])
 def test_preserve_ordering_under_64_concurrent_requests(make_repository, serve_repository, preserve) -> None:  # type: ignore[no-untyped-def]
     """64 requests in flight at once, half of them priority 1, arriving in a known order; the

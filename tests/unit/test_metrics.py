@@ -26,7 +26,7 @@ def core_stats(**overrides: Any) -> dict[str, Any]:
         "success": {"count": 5, "ns": 7_500_900}, "fail": {"count": 3, "ns": 1000},
         "queue": {"count": 5, "ns": 2_000_499}, "compute_input": dict(duration),
         "compute_infer": {"count": 5, "ns": 3_000_000}, "compute_output": dict(duration),
-        "batch_stats": [], "pending": 2,
+        "batch_stats": [], "pending": 5, "queued": 2,
         "fail_by_reason": {"REJECTED": 1, "CANCELED": 0, "BACKEND": 0, "OTHER": 2},
         "histograms": {
             "request_duration_ns": histogram([25_000, 1_000_000], [1, 6, 1], 9_000_000),
