@@ -12,7 +12,10 @@
 // Groups stand side by side: a request of another shape never closes a candidate batch, it
 // starts or joins its own (Triton closes the pending batch instead, which turns mixed shapes
 // into small batches). Groups are examined in the order of their first request; with an
-// instance free, the first group that is ready is dispatched. A group is ready when
+// instance free, the first group that is ready is dispatched. So priority is strict within a
+// shape, and across shapes it orders the groups examined: a ready group of lower priority may go
+// ahead of a higher-priority group of another shape that is still waiting out its queue delay
+// (rather than leave the instance idle meanwhile). A group is ready when
 //   - it is full: its rows reach the limit, or its next request does not fit;
 //   - a prefix of it has rows equal to a preferred batch size (the longest such prefix goes;
 //     with no preferred sizes, max_batch_size is the one preferred size);

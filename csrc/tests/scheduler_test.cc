@@ -496,12 +496,9 @@ TEST_CASE(CancelQueuedRequest) {
   h.Finish();
 }
 
-// KNOWN BUG (tests/unit/test_core_cpp.py marks it xfail). Scheduler::Cancel takes a request out
-// of the queue and never wakes the batcher. A cancellation can make a waiting group ready (the
-// requests left now have a preferred size), yet the batcher sleeps on until the group's
-// max_queue_delay deadline or an unrelated event; on the manual clock, until AdvanceClock.
-// Submit does wake a batcher that waits for a deadline when the new request "makes a batch
-// ready" (scheduler.cc); Cancel needs the same check (or a plain notify).
+// Regression (found by this test, fixed): Scheduler::Cancel took a request out of the queue
+// without waking the batcher. A cancellation can make a waiting group ready (the requests left
+// now have a preferred size), so Cancel wakes the batcher as Submit does.
 TEST_CASE(CancelWakesTheBatcher) {
   SchedulerOptions options = Options(8, kLongDelayUs);
   options.preferred_batch_sizes = {3};
@@ -768,13 +765,12 @@ TEST_CASE(LatencyTargetLostUsesMaxBatchSize) {
   h.Finish();
 }
 
-// KNOWN BUG (tests/unit/test_core_cpp.py marks it xfail). The rule makes a group ready "at once when
-// the rows expected to arrive in the time left (rate x time) are fewer than one": with a gap of
-// g per row that happens at (oldest + T/2) - g. GroupReady reports only oldest + T/2 as the
-// group's deadline, so on the real clock the batcher sleeps to T/2 and nothing wakes it at the
-// moment the group became ready. (The manual clock hides it: every AdvanceClock wakes the
-// batcher, which re-evaluates the rule.) So this test needs real time: a 0.6 s arrival gap made
-// by sleeping, then a check with 0.3 s of margin either side of the rule's 0.4 s.
+// Regression (found by this test, fixed): the rule makes a group ready "at once when the rows
+// expected to arrive in the time left (rate x time) are fewer than one": with a gap of g per row
+// that happens at (oldest + T/2) - g, and GroupReady now reports that moment as the group's
+// deadline. The manual clock would hide a miss (every AdvanceClock wakes the batcher), so this
+// test needs real time: a 0.6 s arrival gap made by sleeping, then a check with 0.3 s of margin
+// either side of the rule's 0.4 s.
 TEST_CASE(LatencyTargetRealClockReleasesWhenNoMoreRowsAreExpected) {
   SchedulerOptions options = LatencyOptions();
   options.latency_target_us = 2000000;  // T/2 = 1 s
