@@ -23,6 +23,7 @@ from typing import Any
 from pyserver import _core
 from pyserver.config import ModelConfig
 from pyserver.errors import ModelLoadError
+from pyserver.types import TensorSpec
 
 # (shape, bytes-like) per model input, in the model's input order
 Inputs = Sequence[tuple[Sequence[int], Any]]
@@ -73,6 +74,50 @@ def cpu_instance_count(config: ModelConfig) -> int:
             )
         total += group.count
     return total or 1
+
+
+def reconcile_tensors(
+    kind: str,
+    declared: tuple[TensorSpec, ...],
+    actual: tuple[TensorSpec, ...],
+    source: Path,
+    *,
+    owner: str = "model",
+    require_all: bool = False,
+) -> tuple[TensorSpec, ...]:
+    """Step (2) for a model file that declares its tensors: the config's `kind` ("input" or
+    "output") tensors checked against the file's (`owner` says what declares them in messages);
+    when the config declares none, the file's. With `require_all` the config must name every one
+    of them (an engine that reads or writes each)."""
+    if not declared:
+        return actual
+    by_name = {t.name: t for t in actual}
+    for i, spec in enumerate(declared):
+        real = by_name.get(spec.name)
+        if real is None:
+            raise ModelLoadError(
+                f"{source}: {kind}[{i}].name: the {owner} has no {kind} '{spec.name}'; expected "
+                f"one of {', '.join(sorted(by_name))}"
+            )
+        if real.datatype is not spec.datatype:
+            raise ModelLoadError(
+                f"{source}: {kind}[{i}].data_type: expected {real.datatype.config_name} (as the "
+                f"{owner} declares '{spec.name}'), got {spec.datatype.config_name}"
+            )
+        if len(real.dims) != len(spec.dims) or any(
+            r != -1 and s != r for r, s in zip(real.dims, spec.dims, strict=True)
+        ):
+            raise ModelLoadError(
+                f"{source}: {kind}[{i}].dims: expected dims compatible with {list(real.dims)} "
+                f"(the {owner}'s '{spec.name}' without the batch dimension), got {list(spec.dims)}"
+            )
+    missing = sorted(set(by_name) - {t.name for t in declared})
+    if missing and require_all:
+        raise ModelLoadError(
+            f"{source}: {kind}: the {owner} also has {kind}s {', '.join(missing)}; declare every "
+            f"one (it reads or writes each) or leave [[{kind}]] out"
+        )
+    return declared
 
 
 @dataclass(frozen=True)

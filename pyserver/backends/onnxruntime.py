@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pyserver import _core
-from pyserver.backends import Inputs, LoadedModel, cpu_instance_count
+from pyserver.backends import Inputs, LoadedModel, cpu_instance_count, reconcile_tensors
 from pyserver.config import ModelConfig
 from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
@@ -158,38 +158,6 @@ def _model_tensors(
     return tuple(specs)
 
 
-def _reconcile(
-    kind: str, declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...], source: Path
-) -> tuple[TensorSpec, ...]:
-    """Config tensors checked against the model's; missing config tensors come from the model."""
-    if not declared:
-        return actual
-    by_name = {t.name: t for t in actual}
-    for i, spec in enumerate(declared):
-        real = by_name.get(spec.name)
-        if real is None:
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].name: the model has no {kind} '{spec.name}'; expected one "
-                f"of {', '.join(sorted(by_name))}"
-            )
-        if real.datatype is not spec.datatype:
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].data_type: expected {real.datatype.config_name} (as the "
-                f"model declares '{spec.name}'), got {spec.datatype.config_name}"
-            )
-        if len(real.dims) != len(spec.dims) or any(
-            r != -1 and s != r for r, s in zip(real.dims, spec.dims, strict=True)
-        ):
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].dims: expected dims compatible with {list(real.dims)} "
-                f"(the model's '{spec.name}' without the batch dimension), got {list(spec.dims)}"
-            )
-    if kind == "input" and len(declared) != len(actual):
-        missing = sorted(set(by_name) - {t.name for t in declared})
-        raise ModelLoadError(f"{source}: input: the model also needs {', '.join(missing)}")
-    return declared
-
-
 def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
     try:
         import onnxruntime as ort
@@ -217,10 +185,12 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
             raise ModelLoadError(f"{model_file}: onnxruntime could not load it: {exc}") from None
     # (2) tensors: from the model, checked against the config.
     batched = config.max_batch_size > 0
-    inputs = _reconcile(
-        "input", config.inputs, _model_tensors(sessions[0].get_inputs(), batched, model_file), source
+    # Every input must be fed; a config may serve a subset of the outputs.
+    inputs = reconcile_tensors(
+        "input", config.inputs, _model_tensors(sessions[0].get_inputs(), batched, model_file),
+        source, require_all=True,
     )
-    outputs = _reconcile(
+    outputs = reconcile_tensors(
         "output",
         config.outputs,
         _model_tensors(sessions[0].get_outputs(), batched, model_file),

@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from pyserver import _core
-from pyserver.backends import Inputs, LoadedModel, placements
+from pyserver.backends import Inputs, LoadedModel, placements, reconcile_tensors
 from pyserver.config import MAX_BATCH_SIZE_LIMIT, ModelConfig
 from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
@@ -235,42 +235,6 @@ def _signature(
     )
 
 
-def _reconcile(
-    kind: str, declared: tuple[TensorSpec, ...], actual: tuple[TensorSpec, ...], source: Path
-) -> tuple[TensorSpec, ...]:
-    """The config's tensors checked against the engine's; left out, they come from the engine.
-    TensorRT needs an address for every input and output, so the config must name them all."""
-    if not declared:
-        return actual
-    by_name = {t.name: t for t in actual}
-    for i, spec in enumerate(declared):
-        real = by_name.get(spec.name)
-        if real is None:
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].name: the engine has no {kind} '{spec.name}'; expected "
-                f"one of {', '.join(sorted(by_name))}"
-            )
-        if real.datatype is not spec.datatype:
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].data_type: expected {real.datatype.config_name} (as the "
-                f"engine declares '{spec.name}'), got {spec.datatype.config_name}"
-            )
-        if len(real.dims) != len(spec.dims) or any(
-            r != -1 and s != r for r, s in zip(real.dims, spec.dims, strict=True)
-        ):
-            raise ModelLoadError(
-                f"{source}: {kind}[{i}].dims: expected dims compatible with {list(real.dims)} "
-                f"(the engine's '{spec.name}' without the batch dimension), got {list(spec.dims)}"
-            )
-    missing = sorted(set(by_name) - {t.name for t in declared})
-    if missing:
-        raise ModelLoadError(
-            f"{source}: {kind}: the engine also has {kind}s {', '.join(missing)}; declare every "
-            f"one (TensorRT writes or reads each) or leave [[{kind}]] out"
-        )
-    return declared
-
-
 class ShapeCheck:
     """A request whose dynamic dims lie outside what the optimization profiles accept is refused
     alone, before it can share (and fail) a batch. Only dims beyond the batch dimension: the
@@ -361,8 +325,11 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
         )
     # 0 in the config (or no key) takes the engine's own maximum.
     max_batch_size = max_batch_size or signature.max_batch_size
-    inputs = _reconcile("input", config.inputs, signature.inputs, source)
-    outputs = _reconcile("output", config.outputs, signature.outputs, source)
+    # TensorRT reads or writes every tensor it has: the config must name them all (or none).
+    inputs = reconcile_tensors("input", config.inputs, signature.inputs, source, owner="engine",
+                               require_all=True)
+    outputs = reconcile_tensors("output", config.outputs, signature.outputs, source,
+                                owner="engine", require_all=True)
     # (3) one execution context per instance, made on its GPU: a context allocates its scratch
     # memory on the current device.
     made: list[_core.Engine] = []

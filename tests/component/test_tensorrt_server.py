@@ -7,9 +7,7 @@ own context, with its own optimization profile, on the stream the core made for 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,8 +16,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import RunningServer
+from tests.fakes.trt import load_fake_tensorrt
 
-FAKE_TRT = Path(__file__).resolve().parents[1] / "fakes" / "tensorrt" / "__init__.py"
 REQUESTS = 16
 
 CONFIG = """backend = "tensorrt"
@@ -33,11 +31,7 @@ count = 2
 
 @pytest.fixture
 def trt(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tensorrt", FAKE_TRT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    spec.loader.exec_module(module)
+    module = load_fake_tensorrt(monkeypatch)
     module.EXECUTE_DELAY_S = 0.02  # long enough that concurrent batches find other instances
     return module
 

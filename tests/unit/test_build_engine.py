@@ -3,7 +3,6 @@ what it writes, and its errors, TensorRT missing among them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
@@ -20,22 +19,18 @@ from pyserver.cli import build_engine
 from pyserver.cli.main import build_parser, main
 from pyserver.config import load_config
 from pyserver.types import DataType, TensorSpec
+from tests.fakes.trt import load_fake_tensorrt
 
 onnx = pytest.importorskip("onnx")
 helper = onnx.helper
 
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "tensorrt" / "__init__.py"
 MiB = 2**20
 
 
 @pytest.fixture
 def trt(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """A fresh fake tensorrt as sys.modules['tensorrt']; no CUDA driver unless a test adds one."""
-    spec = importlib.util.spec_from_file_location("tensorrt", FAKE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    spec.loader.exec_module(module)
+    module = load_fake_tensorrt(monkeypatch)
     monkeypatch.setattr(_core, "cuda_driver", lambda: {
         "available": False, "error": "libcuda.so.1: cannot open", "devices": []}, raising=False)
     return module

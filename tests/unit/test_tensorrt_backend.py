@@ -8,7 +8,6 @@ context took, and what each batch set before it was enqueued on the stream.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -22,23 +21,12 @@ from pyserver.backends import tensorrt as backend
 from pyserver.config import load_config
 from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
-
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "tensorrt" / "__init__.py"
-
-
-def load_fake(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A fresh fake tensorrt (its call log empty) as sys.modules['tensorrt'], for one test."""
-    spec = importlib.util.spec_from_file_location("tensorrt", FAKE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    spec.loader.exec_module(module)
-    return module
+from tests.fakes.trt import load_fake_tensorrt
 
 
 @pytest.fixture
 def trt(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return load_fake(monkeypatch)
+    return load_fake_tensorrt(monkeypatch)
 
 
 class StandInDeviceEngine:
