@@ -25,6 +25,7 @@ struct CudaDriver::Table {
   CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice) = nullptr;
   CUresult (*cuDevicePrimaryCtxRelease)(CUdevice) = nullptr;
   CUresult (*cuCtxSetCurrent)(CUcontext) = nullptr;
+  CUresult (*cuCtxGetCurrent)(CUcontext*) = nullptr;
   CUresult (*cuStreamCreate)(CUstream*, unsigned) = nullptr;
   CUresult (*cuStreamDestroy)(CUstream) = nullptr;
   CUresult (*cuStreamSynchronize)(CUstream) = nullptr;
@@ -105,6 +106,7 @@ Status CudaDriver::Load(const std::string& path, std::shared_ptr<CudaDriver>* ou
       Resolve(handle, &t.cuDevicePrimaryCtxRelease, {"cuDevicePrimaryCtxRelease_v2"},
               &missing) &&
       Resolve(handle, &t.cuCtxSetCurrent, {"cuCtxSetCurrent"}, &missing) &&
+      Resolve(handle, &t.cuCtxGetCurrent, {"cuCtxGetCurrent"}, &missing) &&
       Resolve(handle, &t.cuStreamCreate, {"cuStreamCreate"}, &missing) &&
       Resolve(handle, &t.cuStreamDestroy, {"cuStreamDestroy_v2"}, &missing) &&
       Resolve(handle, &t.cuStreamSynchronize, {"cuStreamSynchronize"}, &missing) &&
@@ -205,6 +207,10 @@ Status CudaDriver::ReleasePrimaryContext(int gpu) {
 
 Status CudaDriver::SetCurrent(CUcontext context) {
   return Check(fn_->cuCtxSetCurrent(context), "cuCtxSetCurrent");
+}
+
+Status CudaDriver::GetCurrent(CUcontext* context) {
+  return Check(fn_->cuCtxGetCurrent(context), "cuCtxGetCurrent");
 }
 
 Status CudaDriver::StreamCreate(CUstream* stream) {

@@ -68,6 +68,7 @@ class CudaDriver {
   Status RetainPrimaryContext(int gpu, CUcontext* context);
   Status ReleasePrimaryContext(int gpu);
   Status SetCurrent(CUcontext context);
+  Status GetCurrent(CUcontext* context);
   Status StreamCreate(CUstream* stream);
   Status StreamDestroy(CUstream stream);
   Status StreamSynchronize(CUstream stream);

@@ -21,6 +21,21 @@ Status HeapSource::Allocate(size_t bytes, void** ptr) {
   return Status::Ok();
 }
 
+void CudaPinnedSource::Free(void* ptr) {
+  CUcontext current = nullptr;
+  if (driver_->GetCurrent(&current).ok() && current != nullptr) {
+    driver_->MemFreeHost(ptr);  // nothing to do on failure
+    return;
+  }
+  CUcontext primary = nullptr;
+  if (!driver_->RetainPrimaryContext(0, &primary).ok()) return;  // leaked: no context to free in
+  if (driver_->SetCurrent(primary).ok()) {
+    driver_->MemFreeHost(ptr);
+    driver_->SetCurrent(nullptr);  // the thread had none: leave it so
+  }
+  driver_->ReleasePrimaryContext(0);
+}
+
 void HeapSource::Free(void* ptr) { ::operator delete(ptr, std::align_val_t(PinnedPool::kAlignment)); }
 
 // One piece handed out: of the region (offset valid) or of the heap (heap_ set). Holds the pool

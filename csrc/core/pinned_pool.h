@@ -40,7 +40,9 @@ class CudaPinnedSource final : public HostMemorySource {
  public:
   explicit CudaPinnedSource(std::shared_ptr<CudaDriver> driver) : driver_(std::move(driver)) {}
   Status Allocate(size_t bytes, void** ptr) override { return driver_->MemHostAlloc(ptr, bytes); }
-  void Free(void* ptr) override { driver_->MemFreeHost(ptr); }  // nothing to do on failure
+  // The pool's region is freed when its last piece is, on whatever thread that happens; the
+  // driver wants a context current for it, so one is borrowed when the thread has none.
+  void Free(void* ptr) override;
 
  private:
   std::shared_ptr<CudaDriver> driver_;

@@ -164,6 +164,10 @@ CUresult cuCtxSetCurrent(struct CUctx_st* context) {
   t_current = context;
   return CUDA_SUCCESS;
 }
+CUresult cuCtxGetCurrent(struct CUctx_st** context) {
+  *context = t_current;
+  return CUDA_SUCCESS;
+}
 CUresult cuStreamCreate(struct CUstream_st** stream, unsigned flags) {
   CUresult r = need_context();
   if (r != CUDA_SUCCESS) return r;
@@ -222,6 +226,8 @@ CUresult cuMemHostAlloc(void** ptr, size_t bytes, unsigned flags) {
   return CUDA_SUCCESS;
 }
 CUresult cuMemFreeHost(void* ptr) {
+  CUresult r = need_context();
+  if (r != CUDA_SUCCESS) return r;
   count(C_HOST_FREE, 1);
   free(ptr);
   return CUDA_SUCCESS;
