@@ -220,46 +220,64 @@ void BindDevice(py::module_& m) {
       .def("allocate", [](const DeviceOutput& o, const std::vector<int64_t>& shape) {
         DeviceOutput::Batch& batch = LiveBatch(o);
         core::CUdeviceptr ptr = 0;
-        core::Status status = batch.outputs->Allocate(o.index, shape, &ptr);
+        core::Status status;
+        {
+          // Growing the instance's buffer frees and allocates device memory, which can wait
+          // for the device: not with the GIL held.
+          py::gil_scoped_release release;
+          status = batch.outputs->Allocate(o.index, shape, &ptr);
+        }
         ThrowIfError(status);
         const core::DeviceOutputSlot& slot = batch.outputs->slot(o.index);
         return DeviceArray{ptr, slot.shape, slot.dtype, slot.bytes, batch.gpu, batch.stream};
       }, py::arg("shape"))
       .def("set", [](const DeviceOutput& o, py::object array) {
         DeviceOutput::Batch& batch = LiveBatch(o);
-        const std::string& name = batch.outputs->slot(o.index).spec->name;
+        const core::DeviceOutputSlot& slot = batch.outputs->slot(o.index);
+        const std::string name = "output '" + slot.spec->name + "': ";
         if (!py::hasattr(array, "__cuda_array_interface__")) {
-          throw py::type_error("output '" + name + "': set() takes an object with "
-                               "__cuda_array_interface__, got " + std::string(Py_TYPE(array.ptr())->tp_name));
+          throw py::type_error(name + "set() takes an object with __cuda_array_interface__, "
+                               "got " + std::string(Py_TYPE(array.ptr())->tp_name));
         }
         py::dict cai = array.attr("__cuda_array_interface__");
         core::Shape shape;
         for (py::handle dim : py::tuple(cai["shape"])) shape.push_back(dim.cast<int64_t>());
         const std::string typestr = cai["typestr"].cast<std::string>();
-        const core::DataType dtype = FromTypeString(typestr);
+        core::DataType dtype = FromTypeString(typestr);
+        // bfloat16 has no typestr of its own: producers (PyTorch) write it as 2-byte void.
+        if (dtype == core::DataType::kInvalid && slot.dtype == core::DataType::kBf16 &&
+            (typestr == "<V2" || typestr == "|V2")) {
+          dtype = core::DataType::kBf16;
+        }
         if (dtype == core::DataType::kInvalid) {
-          throw py::value_error("output '" + name + "': typestr " + typestr + " has no v2 datatype");
+          throw py::value_error(name + "typestr " + typestr + " has no v2 datatype");
         }
-        int64_t elements = 0;
-        if (!core::ElementCount(shape, 0, &elements)) {
-          throw py::value_error("output '" + name + "': invalid shape " + core::ShapeToString(shape));
+        if (cai.contains("mask") && !cai["mask"].is_none()) {
+          throw py::value_error(name + "masked arrays are not supported");
         }
-        const size_t element = core::ElementSize(dtype);
         if (cai.contains("strides") && !cai["strides"].is_none()) {
           // C-contiguous strides are allowed spelled out; anything else needs a copy first.
           py::tuple strides(cai["strides"]);
-          int64_t expected = static_cast<int64_t>(element);
+          int64_t expected = static_cast<int64_t>(core::ElementSize(dtype));
           for (size_t i = shape.size(); i-- > 0;) {
             if (shape[i] > 1 && strides[i].cast<int64_t>() != expected) {
-              throw py::value_error("output '" + name + "': not C-contiguous (make it contiguous first)");
+              throw py::value_error(name + "not C-contiguous (make it contiguous first)");
             }
             expected *= shape[i];
           }
         }
+        // Version 3's stream: the producer's work on it must finish before the copy back. None
+        // (or absent, as in version 2) means no wait is needed; 0 is not allowed.
+        core::CUstream producer = nullptr;
+        if (cai.contains("stream") && !cai["stream"].is_none()) {
+          const uint64_t handle = cai["stream"].cast<uint64_t>();
+          if (handle == 0) throw py::value_error(name + "stream 0 is not allowed (use None)");
+          // 1 and 2 are the legacy and per-thread default streams, the driver's own handles.
+          if (handle != batch.stream) producer = reinterpret_cast<core::CUstream>(handle);
+        }
         py::tuple data(cai["data"]);
         const core::CUdeviceptr ptr = data[0].cast<core::CUdeviceptr>();
-        ThrowIfError(batch.outputs->Set(o.index, shape, dtype, ptr,
-                                        static_cast<size_t>(elements) * element));
+        ThrowIfError(batch.outputs->Set(o.index, shape, dtype, ptr, producer));
         batch.keep.push_back(std::move(array));
       }, py::arg("array"));
 

@@ -26,6 +26,7 @@ struct CudaDriver::Table {
   CUresult (*cuDevicePrimaryCtxRelease)(CUdevice) = nullptr;
   CUresult (*cuCtxSetCurrent)(CUcontext) = nullptr;
   CUresult (*cuCtxGetCurrent)(CUcontext*) = nullptr;
+  CUresult (*cuCtxGetDevice)(CUdevice*) = nullptr;
   CUresult (*cuStreamCreate)(CUstream*, unsigned) = nullptr;
   CUresult (*cuStreamDestroy)(CUstream) = nullptr;
   CUresult (*cuStreamSynchronize)(CUstream) = nullptr;
@@ -107,6 +108,7 @@ Status CudaDriver::Load(const std::string& path, std::shared_ptr<CudaDriver>* ou
               &missing) &&
       Resolve(handle, &t.cuCtxSetCurrent, {"cuCtxSetCurrent"}, &missing) &&
       Resolve(handle, &t.cuCtxGetCurrent, {"cuCtxGetCurrent"}, &missing) &&
+      Resolve(handle, &t.cuCtxGetDevice, {"cuCtxGetDevice"}, &missing) &&
       Resolve(handle, &t.cuStreamCreate, {"cuStreamCreate"}, &missing) &&
       Resolve(handle, &t.cuStreamDestroy, {"cuStreamDestroy_v2"}, &missing) &&
       Resolve(handle, &t.cuStreamSynchronize, {"cuStreamSynchronize"}, &missing) &&
@@ -211,6 +213,13 @@ Status CudaDriver::SetCurrent(CUcontext context) {
 
 Status CudaDriver::GetCurrent(CUcontext* context) {
   return Check(fn_->cuCtxGetCurrent(context), "cuCtxGetCurrent");
+}
+
+Status CudaDriver::CurrentDevice(int* gpu) {
+  CUdevice device = 0;
+  Status status = Check(fn_->cuCtxGetDevice(&device), "cuCtxGetDevice");
+  if (status.ok()) *gpu = device;
+  return status;
 }
 
 Status CudaDriver::StreamCreate(CUstream* stream) {

@@ -69,6 +69,7 @@ class CudaDriver {
   Status ReleasePrimaryContext(int gpu);
   Status SetCurrent(CUcontext context);
   Status GetCurrent(CUcontext* context);
+  Status CurrentDevice(int* gpu);  // of the context current on this thread
   Status StreamCreate(CUstream* stream);
   Status StreamDestroy(CUstream stream);
   Status StreamSynchronize(CUstream stream);

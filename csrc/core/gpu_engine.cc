@@ -9,6 +9,7 @@ namespace {
 constexpr size_t kMinDeviceBuffer = 256;
 
 // The next power of two >= bytes (and >= kMinDeviceBuffer): buffers grow a few times, then fit.
+// bytes <= kMaxDeviceTensorBytes, so the doubling cannot overflow.
 size_t Capacity(size_t bytes) {
   size_t capacity = kMinDeviceBuffer;
   while (capacity < bytes) capacity <<= 1;
@@ -17,16 +18,30 @@ size_t Capacity(size_t bytes) {
 
 }  // namespace
 
+Status DeviceByteSize(const Shape& shape, DataType dtype, const std::string& what,
+                      size_t* bytes) {
+  int64_t elements = 0;
+  uint64_t total = 0;
+  if (!ElementCount(shape, 0, &elements) ||
+      __builtin_mul_overflow(static_cast<uint64_t>(elements),
+                             static_cast<uint64_t>(ElementSize(dtype)), &total) ||
+      total > kMaxDeviceTensorBytes) {
+    return Status::InvalidArgument(what + ": invalid shape " + ShapeToString(shape) + " of " +
+                                   DataTypeName(dtype));
+  }
+  *bytes = static_cast<size_t>(total);
+  return Status::Ok();
+}
+
 Status DeviceOutputs::Allocate(size_t j, const Shape& shape, CUdeviceptr* ptr) {
   if (j >= slots_.size()) return Status::InvalidArgument("no output " + std::to_string(j));
   DeviceOutputSlot& slot = slots_[j];
-  int64_t elements = 0;
-  if (!ElementCount(shape, 0, &elements)) {
-    return Status::InvalidArgument("output '" + slot.spec->name + "': invalid shape " +
-                                   ShapeToString(shape));
-  }
-  const size_t bytes = static_cast<size_t>(elements) * ElementSize(slot.dtype);
-  Status status = engine_->Reserve(&engine_->outputs_[j], bytes, "output '" + slot.spec->name + "'");
+  const std::string what = "output '" + slot.spec->name + "'";
+  // Once per batch: a second allocation could free memory the stream still writes.
+  if (slot.filled) return Status::InvalidArgument(what + ": already allocated or set");
+  size_t bytes = 0;
+  Status status = DeviceByteSize(shape, slot.dtype, what, &bytes);
+  if (status.ok()) status = engine_->Reserve(&engine_->outputs_[j], bytes, what);
   if (!status.ok()) return status;
   slot.filled = true;
   slot.shape = shape;
@@ -37,14 +52,20 @@ Status DeviceOutputs::Allocate(size_t j, const Shape& shape, CUdeviceptr* ptr) {
 }
 
 Status DeviceOutputs::Set(size_t j, const Shape& shape, DataType dtype, CUdeviceptr ptr,
-                          size_t bytes) {
+                          CUstream producer) {
   if (j >= slots_.size()) return Status::InvalidArgument("no output " + std::to_string(j));
   DeviceOutputSlot& slot = slots_[j];
+  const std::string what = "output '" + slot.spec->name + "'";
+  if (slot.filled) return Status::InvalidArgument(what + ": already allocated or set");
+  size_t bytes = 0;
+  Status status = DeviceByteSize(shape, dtype, what, &bytes);
+  if (!status.ok()) return status;
   slot.filled = true;
   slot.shape = shape;
   slot.dtype = dtype;
   slot.ptr = ptr;
   slot.bytes = bytes;
+  slot.producer = producer;
   return Status::Ok();
 }
 
@@ -91,6 +112,10 @@ void GpuEngine::OnWorkerExit() {
 }
 
 std::shared_ptr<MutableBuffer> GpuEngine::AllocateInput(size_t bytes) {
+  // Without a context current (the worker could not start) the pool must not be the first to
+  // reserve its region: the driver would refuse, and the pool would never try again. This batch
+  // fails with the start error anyway.
+  if (!start_status_.ok()) return AlignedBuffer::Create(bytes);
   return options_.pool->Allocate(bytes, account_);
 }
 
@@ -185,17 +210,17 @@ Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
       status = Status::Internal(name + "the engine did not produce it");
       break;
     }
-    int64_t elements = 0;
-    if (!ElementCount(slot.shape, 0, &elements)) {
-      status = Status::Internal(name + "the engine returned an invalid shape " +
-                                ShapeToString(slot.shape));
-      break;
-    }
-    if (static_cast<size_t>(elements) * ElementSize(slot.dtype) != slot.bytes) {
+    size_t bytes = 0;
+    if (!DeviceByteSize(slot.shape, slot.dtype, name, &bytes).ok() || bytes != slot.bytes) {
       status = Status::Internal(name + "the engine returned " + std::to_string(slot.bytes) +
                                 " bytes for shape " + ShapeToString(slot.shape) + " of " +
                                 DataTypeName(slot.dtype));
       break;
+    }
+    if (slot.producer != nullptr && slot.producer != stream_) {
+      // Written on another stream: the copy below, on ours, must not start before it is done.
+      status = driver.StreamSynchronize(slot.producer);
+      if (!status.ok()) break;
     }
     std::shared_ptr<MutableBuffer> host = options_.pool->Allocate(slot.bytes, account_);
     if (host == nullptr) {

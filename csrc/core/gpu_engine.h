@@ -43,7 +43,19 @@ struct DeviceOutputSlot {
   Shape shape;
   CUdeviceptr ptr = 0;
   size_t bytes = 0;
+  // Set: the stream the kernel's memory was written on, when not the instance's (0 = the
+  // instance's): the copy back waits for it first.
+  CUstream producer = nullptr;
 };
+
+// The largest tensor the GPU path takes, in bytes: far beyond any device's memory, and small
+// enough that no size arithmetic on it overflows.
+constexpr size_t kMaxDeviceTensorBytes = size_t{1} << 48;
+
+// The byte size of `shape` of `dtype`; INVALID_ARGUMENT naming `what` for a negative dimension
+// or a size over kMaxDeviceTensorBytes.
+Status DeviceByteSize(const Shape& shape, DataType dtype, const std::string& what,
+                      size_t* bytes);
 
 class GpuEngine;
 
@@ -55,8 +67,10 @@ class DeviceOutputs {
   // Device memory of the instance's for output j with `shape` (the output's datatype).
   // INVALID_ARGUMENT for a bad shape, INTERNAL when device memory cannot be had.
   Status Allocate(size_t j, const Shape& shape, CUdeviceptr* ptr);
-  // Memory the kernel owns holds output j; it must stay valid until copy_back returns.
-  Status Set(size_t j, const Shape& shape, DataType dtype, CUdeviceptr ptr, size_t bytes);
+  // Memory the kernel owns holds output j, written on `producer` (nullptr: the instance's
+  // stream); it must stay valid until copy_back returns.
+  Status Set(size_t j, const Shape& shape, DataType dtype, CUdeviceptr ptr,
+             CUstream producer = nullptr);
 
  private:
   friend class GpuEngine;

@@ -1,5 +1,6 @@
 #include "core/pinned_pool.h"
 
+#include <cstdint>
 #include <iterator>
 #include <new>
 #include <utility>
@@ -8,8 +9,10 @@ namespace pyserver {
 namespace core {
 namespace {
 
+// bytes rounded up to the alignment; 0 when that would overflow (Allocate refuses it).
 size_t RoundUp(size_t bytes) {
   const size_t a = PinnedPool::kAlignment;
+  if (bytes > SIZE_MAX - a) return 0;
   return bytes == 0 ? a : (bytes + a - 1) / a * a;
 }
 
@@ -21,19 +24,32 @@ Status HeapSource::Allocate(size_t bytes, void** ptr) {
   return Status::Ok();
 }
 
+Status CudaPinnedSource::Allocate(size_t bytes, void** ptr) {
+  if (context_ != nullptr) return Status::Internal("the pinned source serves one allocation");
+  int gpu = 0;
+  Status status = driver_->CurrentDevice(&gpu);
+  if (status.ok()) status = driver_->RetainPrimaryContext(gpu, &context_);
+  if (!status.ok()) return status;
+  gpu_ = gpu;
+  status = driver_->MemHostAlloc(ptr, bytes);
+  if (!status.ok()) {
+    driver_->ReleasePrimaryContext(gpu_);
+    context_ = nullptr;
+  }
+  return status;
+}
+
 void CudaPinnedSource::Free(void* ptr) {
-  CUcontext current = nullptr;
-  if (driver_->GetCurrent(&current).ok() && current != nullptr) {
-    driver_->MemFreeHost(ptr);  // nothing to do on failure
-    return;
-  }
-  CUcontext primary = nullptr;
-  if (!driver_->RetainPrimaryContext(0, &primary).ok()) return;  // leaked: no context to free in
-  if (driver_->SetCurrent(primary).ok()) {
+  CUcontext previous = nullptr;
+  driver_->GetCurrent(&previous);
+  const bool switch_context = previous != context_;
+  // Failures leave nothing to do: the memory goes with the process.
+  if (!switch_context || driver_->SetCurrent(context_).ok()) {
     driver_->MemFreeHost(ptr);
-    driver_->SetCurrent(nullptr);  // the thread had none: leave it so
+    if (switch_context) driver_->SetCurrent(previous);
   }
-  driver_->ReleasePrimaryContext(0);
+  driver_->ReleasePrimaryContext(gpu_);
+  context_ = nullptr;
 }
 
 void HeapSource::Free(void* ptr) { ::operator delete(ptr, std::align_val_t(PinnedPool::kAlignment)); }
@@ -89,6 +105,7 @@ void PinnedPool::ReserveLocked() {
   reserved_ = true;
   if (options_.pool_bytes == 0) return;
   const size_t bytes = RoundUp(options_.pool_bytes);
+  if (bytes == 0) return;
   void* region = nullptr;
   Status status = options_.source->Allocate(bytes, &region);
   if (!status.ok()) {
@@ -104,6 +121,7 @@ void PinnedPool::ReserveLocked() {
 std::shared_ptr<MutableBuffer> PinnedPool::Allocate(size_t bytes,
                                                     std::shared_ptr<MemoryAccount> account) {
   const size_t reserved = RoundUp(bytes);
+  if (reserved == 0) return nullptr;
   uint8_t* data = nullptr;
   size_t offset = 0;
   {
@@ -133,6 +151,7 @@ std::shared_ptr<MutableBuffer> PinnedPool::Allocate(size_t bytes,
     if (data == nullptr) {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.fallback_in_use -= reserved;
+      --stats_.fallback_allocations;
       return nullptr;
     }
   }

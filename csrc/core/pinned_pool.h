@@ -34,18 +34,23 @@ class HostMemorySource {
   virtual void Free(void* ptr) = 0;
 };
 
-// Page-locked memory from the CUDA driver. Allocate needs a context current on the calling
-// thread (the pool reserves its region from an instance's worker thread).
+// Page-locked memory from the CUDA driver, allocated in the primary context current on the
+// calling thread (the pool reserves its region from an instance's worker thread). The source
+// holds a reference on that context for as long as the memory lives: a primary context whose
+// last reference goes is reset, and that would free the memory under the pool. One source
+// serves one allocation (the pool's region).
 class CudaPinnedSource final : public HostMemorySource {
  public:
   explicit CudaPinnedSource(std::shared_ptr<CudaDriver> driver) : driver_(std::move(driver)) {}
-  Status Allocate(size_t bytes, void** ptr) override { return driver_->MemHostAlloc(ptr, bytes); }
-  // The pool's region is freed when its last piece is, on whatever thread that happens; the
-  // driver wants a context current for it, so one is borrowed when the thread has none.
+  Status Allocate(size_t bytes, void** ptr) override;
+  // On whatever thread frees the pool's last piece: in the allocating context, made current for
+  // the call and the thread's own restored after.
   void Free(void* ptr) override;
 
  private:
   std::shared_ptr<CudaDriver> driver_;
+  int gpu_ = -1;  // whose primary context the memory was allocated in (retained)
+  CUcontext context_ = nullptr;
 };
 
 // Ordinary heap memory standing in for pinned memory.

@@ -29,11 +29,11 @@ enum {
 enum {
   C_INIT, C_RETAIN, C_RELEASE, C_SET_CURRENT, C_STREAM_CREATE, C_STREAM_DESTROY, C_SYNC,
   C_MEM_ALLOC, C_MEM_FREE, C_HOST_ALLOC, C_HOST_FREE, C_HTOD, C_HTOD_BYTES, C_DTOH,
-  C_DTOH_BYTES, C_DEVICE_BYTES, C_COUNT
+  C_DTOH_BYTES, C_DEVICE_BYTES, C_SYNC_DEFAULT, C_COUNT
 };
 static const char* kCounterNames =
     "init,retain,release,set_current,stream_create,stream_destroy,sync,mem_alloc,mem_free,"
-    "host_alloc,host_free,htod,htod_bytes,dtoh,dtoh_bytes,device_bytes";
+    "host_alloc,host_free,htod,htod_bytes,dtoh,dtoh_bytes,device_bytes,sync_default";
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static long long g_counters[C_COUNT];
@@ -168,6 +168,12 @@ CUresult cuCtxGetCurrent(struct CUctx_st** context) {
   *context = t_current;
   return CUDA_SUCCESS;
 }
+CUresult cuCtxGetDevice(CUdevice* device) {
+  CUresult r = need_context();
+  if (r != CUDA_SUCCESS) return r;
+  *device = t_current->device;
+  return CUDA_SUCCESS;
+}
 CUresult cuStreamCreate(struct CUstream_st** stream, unsigned flags) {
   CUresult r = need_context();
   if (r != CUDA_SUCCESS) return r;
@@ -186,9 +192,17 @@ CUresult cuStreamDestroy_v2(struct CUstream_st* stream) {
   count(C_STREAM_DESTROY, 1);
   return CUDA_SUCCESS;
 }
+/* The legacy (0x1) and per-thread (0x2) default streams are the driver's own handles. */
+static int default_stream(const struct CUstream_st* stream) {
+  return stream == (const struct CUstream_st*)0x1 || stream == (const struct CUstream_st*)0x2;
+}
 CUresult cuStreamSynchronize(struct CUstream_st* stream) {
   CUresult r = need_context();
   if (r != CUDA_SUCCESS) return r;
+  if (default_stream(stream)) {
+    count(C_SYNC_DEFAULT, 1);
+    return CUDA_SUCCESS;
+  }
   if (stream == NULL || !stream->live) return CUDA_ERROR_INVALID_HANDLE;
   count(C_SYNC, 1);
   return injected("cuStreamSynchronize");

@@ -156,7 +156,8 @@ def test_a_batch_goes_to_the_gpu_and_back(fake_cuda: FakeCuda) -> None:
     counters = fake_cuda.counters()
     assert counters["stream_create"] == counters["stream_destroy"] == 1
     assert counters["device_bytes"] == 0 and counters["mem_alloc"] == counters["mem_free"]
-    assert counters["retain"] == counters["release"] == 1
+    # the worker released its context; the pinned pool's region still holds one reference
+    assert counters["retain"] == 2 and counters["release"] == 1
 
 
 def test_each_instance_has_its_stream_and_sets_its_context_once(fake_cuda: FakeCuda) -> None:
@@ -211,7 +212,9 @@ def test_inputs_are_gathered_into_pinned_memory(fake_cuda: FakeCuda) -> None:
     # The pool is gone with its last piece, freed here on a thread with no context current:
     # the region is still given back to the driver.
     del engine
-    assert fake_cuda.counters()["host_free"] == 1
+    counters = fake_cuda.counters()
+    assert counters["host_free"] == 1
+    assert counters["retain"] == counters["release"]  # and its context reference with it
 
 
 def test_staging_falls_back_to_ordinary_memory_when_the_pool_is_full(fake_cuda: FakeCuda) -> None:
@@ -281,11 +284,14 @@ def test_a_stream_that_cannot_be_created_fails_every_batch_clearly(fake_cuda: Fa
 
 
 class SetsOwnMemory:
-    """Hands the core memory of its own (the CUDA array interface), as the PyTorch engine does."""
+    """Hands the core memory of its own (the CUDA array interface), as the PyTorch engine does;
+    `stream` is what its interface says the memory was written on (absent when "absent")."""
 
-    def __init__(self, dtype: Any = np.float32, contiguous: bool = True) -> None:
+    def __init__(self, dtype: Any = np.float32, contiguous: bool = True,
+                 stream: Any = "absent") -> None:
         self.dtype = dtype
         self.contiguous = contiguous
+        self.stream = stream
         self.kept: list[Any] = []
 
     def execute(self, stream: int, inputs: list[Any], outputs: list[Any]) -> None:
@@ -295,15 +301,17 @@ class SetsOwnMemory:
             result = np.asfortranarray(np.repeat(result, 2, axis=1))[:, ::2]
 
         class Owned:  # the fake's device memory is host memory: numpy's will do
-            def __init__(self, a: np.ndarray) -> None:
+            def __init__(self, a: np.ndarray, stream: Any) -> None:
                 self.a = a
                 self.__cuda_array_interface__ = {
                     "shape": a.shape, "typestr": a.dtype.str,
                     "data": (a.ctypes.data, False), "version": 3,
                     "strides": None if a.flags.c_contiguous else a.strides,
                 }
+                if stream != "absent":
+                    self.__cuda_array_interface__["stream"] = stream
 
-        owned = Owned(result)
+        owned = Owned(result, self.stream)
         outputs[0].set(owned)
         self.kept.append(outputs[0])
 
@@ -316,6 +324,48 @@ def test_an_engine_may_hand_over_its_own_device_memory(fake_cuda: FakeCuda) -> N
     # the output slot is of no use once its batch is done
     with pytest.raises(ValueError, match="belongs to a batch that has finished"):
         impl.kept[0].allocate((1, 4))
+
+
+def test_memory_written_on_another_stream_is_waited_for(fake_cuda: FakeCuda) -> None:
+    # 1: the legacy default stream, where the producer says it wrote the output
+    impl = SetsOwnMemory(stream=1)
+    a = np.ones((2, 4), dtype=np.float32)
+    got = run([_core.device_engine(impl, 0)], [a])
+    np.testing.assert_array_equal(as_floats(got[1][1]), a * 2)
+    assert fake_cuda.counters()["sync_default"] == 1
+    # the instance's own stream, or none given: no extra wait
+    for stream in (None, "absent"):
+        run([_core.device_engine(SetsOwnMemory(stream=stream), 0)], [a])
+    assert fake_cuda.counters()["sync_default"] == 1
+
+
+def test_stream_zero_is_refused_as_the_interface_says(fake_cuda: FakeCuda) -> None:
+    got = run([_core.device_engine(SetsOwnMemory(stream=0), 0)], [np.ones((1, 4), np.float32)])
+    code, message = got[1]
+    assert code != 0 and "stream 0 is not allowed" in message
+
+
+class AllocatesTwice:
+    def __init__(self, shape: tuple[int, ...] | None = None) -> None:
+        self.shape = shape
+
+    def execute(self, stream: int, inputs: list[Any], outputs: list[Any]) -> None:
+        outputs[0].allocate(self.shape or inputs[0].shape)
+        outputs[0].allocate(inputs[0].shape)
+
+
+def test_an_output_is_allocated_once_per_batch(fake_cuda: FakeCuda) -> None:
+    got = run([_core.device_engine(AllocatesTwice(), 0)], [np.ones((1, 4), np.float32)])
+    code, message = got[1]
+    assert code != 0 and "output 'OUT': already allocated or set" in message
+
+
+def test_an_absurd_output_shape_is_refused_at_once(fake_cuda: FakeCuda) -> None:
+    # 2**61 FP32 elements: no size arithmetic may overflow, and nothing may loop on it
+    got = run([_core.device_engine(AllocatesTwice((2**61 + 1,)), 0)],
+              [np.ones((1, 4), np.float32)])
+    code, message = got[1]
+    assert code != 0 and "output 'OUT': invalid shape [2305843009213693953] of FP32" in message
 
 
 def test_an_output_of_the_wrong_datatype_fails_its_batch(fake_cuda: FakeCuda) -> None:
