@@ -222,6 +222,9 @@ class DeviceEngine(Engine):
     @property
     def stream(self) -> int:
         """The instance's CUstream (0 until its worker thread has started)."""
+    def copy_stats(self) -> dict[str, int]:
+        """{"htod_bytes", "htod_ns", "dtoh_bytes", "dtoh_ns"} since start: bytes copied to and
+        from the device and the copies' time by the device's events."""
 
 def device_engine(engine: DeviceEngineImpl, gpu: int) -> DeviceEngine:
     """An instance on GPU `gpu` running `engine`. Raises CudaUnavailable when there is no

@@ -287,7 +287,17 @@ void BindDevice(py::module_& m) {
       .def_property_readonly("device_memory_bytes", &core::GpuEngine::device_memory_bytes)
       .def_property_readonly("pinned_bytes", &core::GpuEngine::pinned_bytes)
       .def_property_readonly("fallback_bytes", &core::GpuEngine::fallback_bytes)
-      .def_property_readonly("stream", &core::GpuEngine::stream_handle);
+      .def_property_readonly("stream", &core::GpuEngine::stream_handle)
+      .def("copy_stats", [](const core::GpuEngine& e) {
+        const core::GpuEngine::CopyTotals t = e.copy_totals();
+        py::dict out;
+        out["htod_bytes"] = t.htod_bytes;
+        out["htod_ns"] = t.htod_ns;
+        out["dtoh_bytes"] = t.dtoh_bytes;
+        out["dtoh_ns"] = t.dtoh_ns;
+        return out;
+      }, "Bytes copied to and from the device since start, and the copies' time by the "
+         "device's events (batches whose events could not be read are left out).");
 
   m.def(
       "device_engine",

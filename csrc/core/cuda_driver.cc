@@ -30,6 +30,10 @@ struct CudaDriver::Table {
   CUresult (*cuStreamCreate)(CUstream*, unsigned) = nullptr;
   CUresult (*cuStreamDestroy)(CUstream) = nullptr;
   CUresult (*cuStreamSynchronize)(CUstream) = nullptr;
+  CUresult (*cuEventCreate)(CUevent*, unsigned) = nullptr;
+  CUresult (*cuEventDestroy)(CUevent) = nullptr;
+  CUresult (*cuEventRecord)(CUevent, CUstream) = nullptr;
+  CUresult (*cuEventElapsedTime)(float*, CUevent, CUevent) = nullptr;
   CUresult (*cuMemAlloc)(CUdeviceptr*, size_t) = nullptr;
   CUresult (*cuMemFree)(CUdeviceptr) = nullptr;
   CUresult (*cuMemHostAlloc)(void**, size_t, unsigned) = nullptr;
@@ -112,6 +116,10 @@ Status CudaDriver::Load(const std::string& path, std::shared_ptr<CudaDriver>* ou
       Resolve(handle, &t.cuStreamCreate, {"cuStreamCreate"}, &missing) &&
       Resolve(handle, &t.cuStreamDestroy, {"cuStreamDestroy_v2"}, &missing) &&
       Resolve(handle, &t.cuStreamSynchronize, {"cuStreamSynchronize"}, &missing) &&
+      Resolve(handle, &t.cuEventCreate, {"cuEventCreate"}, &missing) &&
+      Resolve(handle, &t.cuEventDestroy, {"cuEventDestroy_v2"}, &missing) &&
+      Resolve(handle, &t.cuEventRecord, {"cuEventRecord"}, &missing) &&
+      Resolve(handle, &t.cuEventElapsedTime, {"cuEventElapsedTime"}, &missing) &&
       Resolve(handle, &t.cuMemAlloc, {"cuMemAlloc_v2"}, &missing) &&
       Resolve(handle, &t.cuMemFree, {"cuMemFree_v2"}, &missing) &&
       Resolve(handle, &t.cuMemHostAlloc, {"cuMemHostAlloc"}, &missing) &&
@@ -234,6 +242,22 @@ Status CudaDriver::StreamDestroy(CUstream stream) {
 
 Status CudaDriver::StreamSynchronize(CUstream stream) {
   return Check(fn_->cuStreamSynchronize(stream), "cuStreamSynchronize");
+}
+
+Status CudaDriver::EventCreate(CUevent* event) {
+  return Check(fn_->cuEventCreate(event, 0), "cuEventCreate");  // 0: CU_EVENT_DEFAULT, timed
+}
+
+Status CudaDriver::EventDestroy(CUevent event) {
+  return Check(fn_->cuEventDestroy(event), "cuEventDestroy_v2");
+}
+
+Status CudaDriver::EventRecord(CUevent event, CUstream stream) {
+  return Check(fn_->cuEventRecord(event, stream), "cuEventRecord");
+}
+
+Status CudaDriver::EventElapsedTime(CUevent start, CUevent end, float* ms) {
+  return Check(fn_->cuEventElapsedTime(ms, start, end), "cuEventElapsedTime");
 }
 
 Status CudaDriver::MemAlloc(CUdeviceptr* ptr, size_t bytes) {

@@ -26,6 +26,7 @@ using CUresult = int;
 using CUdevice = int;
 using CUcontext = struct CUctx_st*;
 using CUstream = struct CUstream_st*;
+using CUevent = struct CUevent_st*;
 using CUdeviceptr = unsigned long long;  // NOLINT: the driver's definition
 struct CUuuid {
   char bytes[16];
@@ -73,6 +74,11 @@ class CudaDriver {
   Status StreamCreate(CUstream* stream);
   Status StreamDestroy(CUstream stream);
   Status StreamSynchronize(CUstream stream);
+  Status EventCreate(CUevent* event);  // with timing
+  Status EventDestroy(CUevent event);
+  Status EventRecord(CUevent event, CUstream stream);
+  // Milliseconds between two completed events.
+  Status EventElapsedTime(CUevent start, CUevent end, float* ms);
   Status MemAlloc(CUdeviceptr* ptr, size_t bytes);
   Status MemFree(CUdeviceptr ptr);
   Status MemHostAlloc(void** ptr, size_t bytes);  // page-locked, portable across contexts

@@ -6,6 +6,7 @@
 // instance validates what comes back before any request sees it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -25,6 +26,13 @@ struct BatchTensor {
 using BatchInputs = std::vector<BatchTensor>;
 using BatchOutputs = std::vector<BatchTensor>;
 
+// How the last batch's time on a device split (engines that run on one report it).
+struct DeviceTimes {
+  int64_t input_ns = 0;   // the copies to the device
+  int64_t infer_ns = 0;   // the model
+  int64_t output_ns = 0;  // the copies back
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -42,6 +50,15 @@ class Engine {
   // an engine on a GPU, pinned memory its copies read fastest. nullptr when none can be had.
   virtual std::shared_ptr<MutableBuffer> AllocateInput(size_t bytes) {
     return AlignedBuffer::Create(bytes);
+  }
+
+  // After a successful Execute, on the worker thread: the device's own timing of that batch,
+  // when the engine measured one. The instance then counts the copies to the device as
+  // compute_input and the copies back as compute_output, as Triton does, and the model's time
+  // on the device as compute_infer.
+  virtual bool LastDeviceTimes(DeviceTimes* times) {
+    (void)times;
+    return false;
   }
 };
 

@@ -87,6 +87,15 @@ void GpuEngine::OnWorkerStart() {
   }
   if (status.ok()) status = driver.StreamCreate(&stream_);
   if (status.ok()) stream_handle_ = reinterpret_cast<uint64_t>(stream_);
+  for (int i = 0; status.ok() && i < kMarks; ++i) {
+    CUevent event = nullptr;
+    if (!driver.EventCreate(&event).ok()) {  // not fatal: only the statistics' split is lost
+      for (CUevent made : marks_) driver.EventDestroy(made);
+      marks_.clear();
+      break;
+    }
+    marks_.push_back(event);
+  }
   start_status_ = status.ok() ? status : Status::Unavailable(Prefix() + status.message());
   if (start_status_.ok()) options_.kernel->OnWorkerStart();
 }
@@ -103,6 +112,8 @@ void GpuEngine::OnWorkerExit() {
       }
     }
     device_bytes_ = 0;
+    for (CUevent event : marks_) driver.EventDestroy(event);
+    marks_.clear();
     driver.StreamDestroy(stream_);
     stream_ = nullptr;
   }
@@ -117,6 +128,37 @@ std::shared_ptr<MutableBuffer> GpuEngine::AllocateInput(size_t bytes) {
   // fails with the start error anyway.
   if (!start_status_.ok()) return AlignedBuffer::Create(bytes);
   return options_.pool->Allocate(bytes, account_);
+}
+
+void GpuEngine::Mark(int point) {
+  if (marks_.empty()) return;
+  if (point == kBeforeInput) marks_ok_ = true;
+  if (marks_ok_ && !options_.driver->EventRecord(marks_[point], stream_).ok()) marks_ok_ = false;
+}
+
+void GpuEngine::ReadMarks() {
+  times_valid_ = false;
+  if (marks_.empty() || !marks_ok_) return;
+  float ms[3] = {0, 0, 0};
+  CudaDriver& driver = *options_.driver;
+  for (int i = 0; i < 3; ++i) {
+    if (!driver.EventElapsedTime(marks_[i], marks_[i + 1], &ms[i]).ok()) return;
+  }
+  times_.input_ns = static_cast<int64_t>(ms[0] * 1e6);
+  times_.infer_ns = static_cast<int64_t>(ms[1] * 1e6);
+  times_.output_ns = static_cast<int64_t>(ms[2] * 1e6);
+  times_valid_ = true;
+  htod_bytes_ += batch_htod_bytes_;
+  htod_ns_ += static_cast<uint64_t>(times_.input_ns);
+  dtoh_bytes_ += batch_dtoh_bytes_;
+  dtoh_ns_ += static_cast<uint64_t>(times_.output_ns);
+}
+
+bool GpuEngine::LastDeviceTimes(DeviceTimes* times) {
+  if (!times_valid_) return false;
+  *times = times_;
+  times_valid_ = false;
+  return true;
 }
 
 Status GpuEngine::Reserve(DeviceBuffer* buffer, size_t bytes, const std::string& what) {
@@ -149,6 +191,9 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
 
   std::vector<DeviceTensor> device_inputs(inputs.size());
   Status status;
+  times_valid_ = false;
+  batch_htod_bytes_ = batch_dtoh_bytes_ = 0;
+  Mark(kBeforeInput);
   for (size_t i = 0; i < inputs.size() && status.ok(); ++i) {
     const BatchTensor& input = inputs[i];
     if (input.dtype == DataType::kBytes) {
@@ -160,6 +205,7 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
     // One copy per input: the gather already made the batch's rows contiguous.
     if (status.ok() && bytes > 0) {
       status = driver.MemcpyHtoDAsync(inputs_[i].ptr, input.buffer->data(), bytes, stream_);
+      batch_htod_bytes_ += bytes;
     }
     DeviceTensor& tensor = device_inputs[i];
     tensor.spec = input.spec;
@@ -177,6 +223,7 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
     device_outputs.slots_[j].dtype = (*outputs)[j].dtype;
   }
 
+  Mark(kAfterInput);
   bool copied_back = false;
   if (status.ok()) {
     status = options_.kernel->Execute(stream_, device_inputs, &device_outputs, [&]() {
@@ -203,6 +250,7 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
 Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
   CudaDriver& driver = *options_.driver;
   Status status;
+  Mark(kAfterInfer);
   for (size_t j = 0; j < outputs->size() && status.ok(); ++j) {
     const DeviceOutputSlot& slot = device.slot(j);
     const std::string name = "output '" + slot.spec->name + "': ";
@@ -230,15 +278,18 @@ Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
     }
     if (slot.bytes > 0) {
       status = driver.MemcpyDtoHAsync(host->mutable_data(), slot.ptr, slot.bytes, stream_);
+      batch_dtoh_bytes_ += slot.bytes;
     }
     BatchTensor& output = (*outputs)[j];
     output.dtype = slot.dtype;  // the batch's scatter checks it against the config
     output.shape = slot.shape;
     output.buffer = std::move(host);
   }
+  Mark(kAfterOutput);
   // Always: the copies enqueued so far must finish before their memory is read or freed.
   Status synced = driver.StreamSynchronize(stream_);
   if (status.ok() && !synced.ok()) status = synced;
+  if (status.ok()) ReadMarks();
   if (!status.ok()) status = Status::Internal(Prefix() + status.message());
   return status;
 }

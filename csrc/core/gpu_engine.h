@@ -107,6 +107,7 @@ class GpuEngine final : public Engine {
   void OnWorkerStart() override;  // context current, stream created
   void OnWorkerExit() override;   // device buffers freed, stream destroyed, context released
   std::shared_ptr<MutableBuffer> AllocateInput(size_t bytes) override;
+  bool LastDeviceTimes(DeviceTimes* times) override;
 
   int gpu() const { return options_.gpu; }
   uint64_t stream_handle() const { return stream_handle_.load(); }
@@ -114,6 +115,13 @@ class GpuEngine final : public Engine {
   int64_t pinned_bytes() const { return account_->pinned.load(); }
   int64_t fallback_bytes() const { return account_->fallback.load(); }
   std::shared_ptr<CudaDriver> driver() const { return options_.driver; }
+  // Since start, from the device's events: bytes copied each way and the time the copies took.
+  struct CopyTotals {
+    uint64_t htod_bytes = 0, htod_ns = 0, dtoh_bytes = 0, dtoh_ns = 0;
+  };
+  CopyTotals copy_totals() const {
+    return {htod_bytes_.load(), htod_ns_.load(), dtoh_bytes_.load(), dtoh_ns_.load()};
+  }
 
  private:
   friend class DeviceOutputs;
@@ -125,6 +133,10 @@ class GpuEngine final : public Engine {
   Status Reserve(DeviceBuffer* buffer, size_t bytes, const std::string& what);
   // Worker thread only: the copies back to pinned memory and the stream's synchronization.
   Status CopyBack(const DeviceOutputs& device, BatchOutputs* outputs);
+  // Worker thread only: marks a point of the batch on the stream (a no-op without events).
+  void Mark(int point);
+  // Worker thread only, after the stream synchronized: the batch's device times from the marks.
+  void ReadMarks();
   std::string Prefix() const;
 
   const GpuEngineOptions options_;
@@ -136,6 +148,17 @@ class GpuEngine final : public Engine {
   CUstream stream_ = nullptr;
   std::vector<DeviceBuffer> inputs_;
   std::vector<DeviceBuffer> outputs_;
+  // Timing events on the stream: before the copies in, after them, after the model, after the
+  // copies back. Empty when they could not be made (the statistics then time the whole batch
+  // on the host as compute_infer).
+  enum { kBeforeInput, kAfterInput, kAfterInfer, kAfterOutput, kMarks };
+  std::vector<CUevent> marks_;
+  bool marks_ok_ = false;  // every mark of this batch was recorded
+  bool times_valid_ = false;
+  DeviceTimes times_;
+  size_t batch_htod_bytes_ = 0;
+  size_t batch_dtoh_bytes_ = 0;
+  std::atomic<uint64_t> htod_bytes_{0}, htod_ns_{0}, dtoh_bytes_{0}, dtoh_ns_{0};
   // Read from any thread (statistics):
   std::atomic<uint64_t> stream_handle_{0};
   std::atomic<int64_t> device_bytes_{0};

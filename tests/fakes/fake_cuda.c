@@ -8,6 +8,7 @@
  * a test can make the next call of a given name fail with a given code.
  */
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ typedef unsigned long long CUdeviceptr;
 typedef struct { char bytes[16]; } CUuuid;
 struct CUctx_st { int device; };
 struct CUstream_st { int device; int live; unsigned flags; };
+struct CUevent_st { double recorded_ms; int recorded; };
 
 enum { kMaxDevices = 8 };
 enum {
@@ -29,11 +31,13 @@ enum {
 enum {
   C_INIT, C_RETAIN, C_RELEASE, C_SET_CURRENT, C_STREAM_CREATE, C_STREAM_DESTROY, C_SYNC,
   C_MEM_ALLOC, C_MEM_FREE, C_HOST_ALLOC, C_HOST_FREE, C_HTOD, C_HTOD_BYTES, C_DTOH,
-  C_DTOH_BYTES, C_DEVICE_BYTES, C_SYNC_DEFAULT, C_COUNT
+  C_DTOH_BYTES, C_DEVICE_BYTES, C_SYNC_DEFAULT, C_EVENT_CREATE, C_EVENT_DESTROY, C_EVENT_RECORD,
+  C_COUNT
 };
 static const char* kCounterNames =
     "init,retain,release,set_current,stream_create,stream_destroy,sync,mem_alloc,mem_free,"
-    "host_alloc,host_free,htod,htod_bytes,dtoh,dtoh_bytes,device_bytes,sync_default";
+    "host_alloc,host_free,htod,htod_bytes,dtoh,dtoh_bytes,device_bytes,sync_default,"
+    "event_create,event_destroy,event_record";
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static long long g_counters[C_COUNT];
@@ -206,6 +210,42 @@ CUresult cuStreamSynchronize(struct CUstream_st* stream) {
   if (stream == NULL || !stream->live) return CUDA_ERROR_INVALID_HANDLE;
   count(C_SYNC, 1);
   return injected("cuStreamSynchronize");
+}
+/* Events: the fake's work is done when it is enqueued, so an event completes when recorded. */
+CUresult cuEventCreate(struct CUevent_st** event, unsigned flags) {
+  (void)flags;
+  CUresult r = need_context();
+  if (r != CUDA_SUCCESS) return r;
+  if ((r = injected("cuEventCreate")) != CUDA_SUCCESS) return r;
+  *event = (struct CUevent_st*)calloc(1, sizeof(**event));
+  count(C_EVENT_CREATE, 1);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventDestroy_v2(struct CUevent_st* event) {
+  if (event == NULL) return CUDA_ERROR_INVALID_HANDLE;
+  free(event);
+  count(C_EVENT_DESTROY, 1);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(struct CUevent_st* event, struct CUstream_st* stream) {
+  CUresult r = need_context();
+  if (r != CUDA_SUCCESS) return r;
+  if (event == NULL || stream == NULL || !stream->live) return CUDA_ERROR_INVALID_HANDLE;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  event->recorded_ms = now.tv_sec * 1e3 + now.tv_nsec / 1e6;
+  event->recorded = 1;
+  count(C_EVENT_RECORD, 1);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime(float* ms, struct CUevent_st* start, struct CUevent_st* end) {
+  CUresult r = need_context();
+  if (r != CUDA_SUCCESS) return r;
+  if (start == NULL || end == NULL || !start->recorded || !end->recorded) {
+    return CUDA_ERROR_INVALID_HANDLE;
+  }
+  *ms = (float)(end->recorded_ms - start->recorded_ms);
+  return CUDA_SUCCESS;
 }
 CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
   CUresult r = need_context();

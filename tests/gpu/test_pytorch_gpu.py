@@ -294,24 +294,28 @@ def test_pinned_copies_reach_the_device_bandwidth(
     for x, got in zip(requests, answers, strict=True):
         np.testing.assert_allclose(got["s"][:, 0], x.sum(axis=1), rtol=1e-3, atol=0.1)
 
-    before, memory_before = batch_stats(running, "rowsum")[batch], _core.memory_stats()
+    (engine,) = model_of(running, "rowsum").engines
+    before, memory_before = engine.copy_stats(), _core.memory_stats()
+    stats_before = batch_stats(running, "rowsum")[batch]
     rounds = 6
     for _ in range(rounds):
         asyncio.run(infer_all(running.url, "rowsum", requests, "x", ["s"]))
-    after, memory_after = batch_stats(running, "rowsum")[batch], _core.memory_stats()
+    after, memory_after = engine.copy_stats(), _core.memory_stats()
+    stats_after = batch_stats(running, "rowsum")[batch]
 
-    batches = after["compute_infer"]["count"] - before["compute_infer"]["count"]
+    batches = stats_after["compute_infer"]["count"] - stats_before["compute_infer"]["count"]
     assert batches == rounds, "every round ran as one full batch"
-    moved = batches * batch * row_bytes
-    # compute_input: the gather of the requests' rows into pinned memory (a host copy);
-    # compute_infer: the host-to-device copy, the model (one small reduction) and the sync.
-    gather = moved / ((after["compute_input"]["ns"] - before["compute_input"]["ns"]) / 1e9)
-    copy = moved / ((after["compute_infer"]["ns"] - before["compute_infer"]["ns"]) / 1e9)
+    moved = after["htod_bytes"] - before["htod_bytes"]
+    assert moved == batches * batch * row_bytes
+    # The core's host-to-device copies, timed by events on the instance's stream.
+    copy = moved / ((after["htod_ns"] - before["htod_ns"]) / 1e9)
+    # compute_input: the gather into pinned memory (host) plus those copies (device).
+    staged = moved / ((stats_after["compute_input"]["ns"] - stats_before["compute_input"]["ns"]) / 1e9)
     print(f"\npinned host-to-device peak (PyTorch) {peak / 1e9:6.1f} GB/s\n"
-          f"core: copy + model + sync            {copy / 1e9:6.1f} GB/s ({copy / peak:.0%} of peak)\n"
-          f"core: gather into pinned memory      {gather / 1e9:6.1f} GB/s\n"
+          f"core: host-to-device copies          {copy / 1e9:6.1f} GB/s ({copy / peak:.0%} of peak)\n"
+          f"core: gather + copies (compute_input) {staged / 1e9:6.1f} GB/s\n"
           f"memory {memory_after}")
     assert memory_after["fallback_allocations"] == memory_before["fallback_allocations"], (
         "a batch was staged in ordinary memory: the pinned pool was exhausted")
     assert memory_after["pinned_allocations"] > memory_before["pinned_allocations"]
-    assert copy >= 0.5 * peak, f"the core's copies reach {copy / peak:.0%} of the device's peak"
+    assert copy >= 0.7 * peak, f"the core's copies reach {copy / peak:.0%} of the device's peak"

@@ -491,3 +491,55 @@ def test_kind_auto_follows_the_backend(fake_cuda: FakeCuda, tmp_path: Path) -> N
     config = gpu_config(tmp_path, '[[instance_group]]\nkind = "KIND_AUTO"\ncount = 1\n')
     assert placements(config, auto="KIND_GPU") == [Placement(0), Placement(1)]
     assert placements(config, auto="KIND_CPU") == [Placement()]
+
+
+# --- the statistics' split, from events on the stream -----------------------------------------
+
+class SlowKernel(PlusOne):
+    """The model takes 30 ms (its work is done at once on the fake, so the wait stands in)."""
+
+    def execute(self, stream: int, inputs: list[Any], outputs: list[Any]) -> None:
+        import time
+
+        super().execute(stream, inputs, outputs)
+        time.sleep(0.03)
+
+
+def run_for_stats(engine: Any) -> dict[str, Any]:
+    cq = _core.CompletionQueue()
+    scheduler = _core.Scheduler(options(), [engine], cq)
+    try:
+        a = np.ones((2, 4), np.float32)
+        scheduler.submit(1, [(a.shape, a)])
+        assert wait_completions(cq, 1)[1][0] == 0
+        return scheduler.stats()
+    finally:
+        scheduler.stop()
+        cq.close()
+
+
+def test_device_events_split_copies_from_the_model(fake_cuda: FakeCuda) -> None:
+    stats = run_for_stats(_core.device_engine(SlowKernel(), 0))
+    infer_ms = stats["compute_infer"]["ns"] / 1e6
+    # the model's 30 ms fall between the marks after the copies in and before the copies back
+    assert 25 <= infer_ms < 1000
+    assert stats["compute_input"]["ns"] / 1e6 < 25 and stats["compute_output"]["ns"] / 1e6 < 25
+    counters = fake_cuda.counters()
+    assert counters["event_create"] == counters["event_destroy"] == 4
+    assert counters["event_record"] == 4  # four marks for the one batch
+
+
+def test_copy_totals_count_bytes_each_way(fake_cuda: FakeCuda) -> None:
+    engine = _core.device_engine(PlusOne(), 0)
+    run([engine], [np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)])
+    totals = engine.copy_stats()
+    assert totals["htod_bytes"] == totals["dtoh_bytes"] == 5 * 4 * 4
+    assert totals["htod_ns"] >= 0 and totals["dtoh_ns"] >= 0
+
+
+def test_without_events_the_whole_batch_is_compute_infer(fake_cuda: FakeCuda) -> None:
+    fake_cuda.fail_next("cuEventCreate")
+    stats = run_for_stats(_core.device_engine(SlowKernel(), 0))
+    assert stats["success"]["count"] == 1  # timing is lost, not the batch
+    assert stats["compute_infer"]["ns"] / 1e6 >= 25
+    assert fake_cuda.counters()["event_record"] == 0
