@@ -1,4 +1,4 @@
-"""`pyserver serve` flags for metrics and logs, as Triton names them."""
+"""`pyserver serve` flags for metrics, logs and the pinned memory pool, as Triton names them."""
 
 from __future__ import annotations
 
@@ -46,3 +46,36 @@ def test_metrics_port_cannot_be_the_http_port() -> None:
 
     with pytest.raises(SystemExit, match="is the HTTP port"):
         main(["serve", "--http-port", "8000", "--metrics-port", "8000"])
+
+
+def test_pinned_memory_pool_size() -> None:
+    assert parse().pinned_memory_pool_byte_size == 256 * 2**20  # Triton's default
+    assert parse("--pinned-memory-pool-byte-size", "0").pinned_memory_pool_byte_size == 0
+    assert parse("--pinned-memory-pool-byte-size", "1048576").pinned_memory_pool_byte_size == 2**20
+
+
+@pytest.mark.parametrize("value", ["-1", "lots"])
+def test_a_bad_pinned_memory_pool_size_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse("--pinned-memory-pool-byte-size", value)
+    assert "--pinned-memory-pool-byte-size" in capsys.readouterr().err
+
+
+def test_the_pool_size_reaches_the_core(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The repository configures the core's pool before it loads any model."""
+    import asyncio
+
+    from pyserver import _core
+    from pyserver.completions import CompletionRouter
+    from pyserver.repository import ModelRepository
+
+    calls: list[int] = []
+    monkeypatch.setattr(_core, "configure_pinned_memory", calls.append)
+    loop = asyncio.new_event_loop()
+    try:
+        ModelRepository(tmp_path, CompletionRouter(loop), 12345).load_all()
+    finally:
+        loop.close()
+    assert calls == [12345]
