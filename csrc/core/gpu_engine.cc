@@ -8,6 +8,10 @@ namespace {
 
 constexpr size_t kMinDeviceBuffer = 256;
 
+// The largest tensor the GPU path takes, in bytes: far beyond any device's memory, and small
+// enough that no size arithmetic on it overflows.
+constexpr size_t kMaxDeviceTensorBytes = size_t{1} << 48;
+
 // The next power of two >= bytes (and >= kMinDeviceBuffer): buffers grow a few times, then fit.
 // bytes <= kMaxDeviceTensorBytes, so the doubling cannot overflow.
 size_t Capacity(size_t bytes) {
@@ -16,32 +20,43 @@ size_t Capacity(size_t bytes) {
   return capacity;
 }
 
-}  // namespace
-
-Status DeviceByteSize(const Shape& shape, DataType dtype, const std::string& what,
-                      size_t* bytes) {
+// The byte size of `shape` of `dtype`; false for a negative dimension or a size over
+// kMaxDeviceTensorBytes.
+bool DeviceByteSize(const Shape& shape, DataType dtype, size_t* bytes) {
   int64_t elements = 0;
   uint64_t total = 0;
   if (!ElementCount(shape, 0, &elements) ||
       __builtin_mul_overflow(static_cast<uint64_t>(elements),
                              static_cast<uint64_t>(ElementSize(dtype)), &total) ||
       total > kMaxDeviceTensorBytes) {
-    return Status::InvalidArgument(what + ": invalid shape " + ShapeToString(shape) + " of " +
-                                   DataTypeName(dtype));
+    return false;
   }
   *bytes = static_cast<size_t>(total);
+  return true;
+}
+
+// Checks shared by DeviceOutputs::Allocate and Set: the slot is not filled yet (a second fill
+// could free memory the stream still writes) and the shape has a byte size.
+Status CheckFill(const DeviceOutputSlot& slot, const Shape& shape, DataType dtype,
+                 size_t* bytes) {
+  if (slot.filled) {
+    return Status::InvalidArgument("output '" + slot.spec->name + "': already allocated or set");
+  }
+  if (!DeviceByteSize(shape, dtype, bytes)) {
+    return Status::InvalidArgument("output '" + slot.spec->name + "': invalid shape " +
+                                   ShapeToString(shape) + " of " + DataTypeName(dtype));
+  }
   return Status::Ok();
 }
+
+}  // namespace
 
 Status DeviceOutputs::Allocate(size_t j, const Shape& shape, CUdeviceptr* ptr) {
   if (j >= slots_.size()) return Status::InvalidArgument("no output " + std::to_string(j));
   DeviceOutputSlot& slot = slots_[j];
-  const std::string what = "output '" + slot.spec->name + "'";
-  // Once per batch: a second allocation could free memory the stream still writes.
-  if (slot.filled) return Status::InvalidArgument(what + ": already allocated or set");
   size_t bytes = 0;
-  Status status = DeviceByteSize(shape, slot.dtype, what, &bytes);
-  if (status.ok()) status = engine_->Reserve(&engine_->outputs_[j], bytes, what);
+  Status status = CheckFill(slot, shape, slot.dtype, &bytes);
+  if (status.ok()) status = engine_->Reserve(&engine_->outputs_[j], bytes, "output", *slot.spec);
   if (!status.ok()) return status;
   slot.filled = true;
   slot.shape = shape;
@@ -55,10 +70,8 @@ Status DeviceOutputs::Set(size_t j, const Shape& shape, DataType dtype, CUdevice
                           CUstream producer) {
   if (j >= slots_.size()) return Status::InvalidArgument("no output " + std::to_string(j));
   DeviceOutputSlot& slot = slots_[j];
-  const std::string what = "output '" + slot.spec->name + "'";
-  if (slot.filled) return Status::InvalidArgument(what + ": already allocated or set");
   size_t bytes = 0;
-  Status status = DeviceByteSize(shape, dtype, what, &bytes);
+  Status status = CheckFill(slot, shape, dtype, &bytes);
   if (!status.ok()) return status;
   slot.filled = true;
   slot.shape = shape;
@@ -161,7 +174,8 @@ bool GpuEngine::LastDeviceTimes(DeviceTimes* times) {
   return true;
 }
 
-Status GpuEngine::Reserve(DeviceBuffer* buffer, size_t bytes, const std::string& what) {
+Status GpuEngine::Reserve(DeviceBuffer* buffer, size_t bytes, const char* kind,
+                          const TensorSpec& spec) {
   if (buffer->capacity >= bytes && buffer->ptr != 0) return Status::Ok();
   CudaDriver& driver = *options_.driver;
   if (buffer->ptr != 0) {
@@ -169,14 +183,17 @@ Status GpuEngine::Reserve(DeviceBuffer* buffer, size_t bytes, const std::string&
     Status status = driver.MemFree(buffer->ptr);
     device_bytes_ -= static_cast<int64_t>(buffer->capacity);
     *buffer = DeviceBuffer();
-    if (!status.ok()) return Status::Internal(Prefix() + what + ": " + status.message());
+    if (!status.ok()) {
+      return Status::Internal(std::string(kind) + " '" + spec.name + "': " + status.message());
+    }
   }
   const size_t capacity = Capacity(bytes);
   Status status = driver.MemAlloc(&buffer->ptr, capacity);
   if (!status.ok()) {
     buffer->ptr = 0;
-    return Status::Internal(Prefix() + what + ": " + std::to_string(capacity) +
-                            " bytes of device memory: " + status.message());
+    return Status::Internal(std::string(kind) + " '" + spec.name + "': " +
+                            std::to_string(capacity) + " bytes of device memory: " +
+                            status.message());
   }
   buffer->capacity = capacity;
   device_bytes_ += static_cast<int64_t>(capacity);
@@ -201,7 +218,7 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
       break;
     }
     const size_t bytes = input.buffer->size();
-    status = Reserve(&inputs_[i], bytes, "input '" + input.spec->name + "'");
+    status = Reserve(&inputs_[i], bytes, "input", *input.spec);
     // One copy per input: the gather already made the batch's rows contiguous.
     if (status.ok() && bytes > 0) {
       status = driver.MemcpyHtoDAsync(inputs_[i].ptr, input.buffer->data(), bytes, stream_);
@@ -231,14 +248,12 @@ Status GpuEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
       return CopyBack(device_outputs, outputs);
     });
     if (status.ok() && !copied_back) {
-      status = Status::Internal(Prefix() + "the engine returned without its outputs' copy back");
+      status = Status::Internal("the engine returned without its outputs' copy back");
     }
   }
   if (!status.ok()) {
-    // Every failure names the GPU it happened on.
-    if (status.message().rfind(Prefix(), 0) != 0) {
-      status = Status(status.code(), Prefix() + status.message());
-    }
+    // Every failure names the GPU it happened on (added here only, once).
+    status = Status(status.code(), Prefix() + status.message());
     // Copies may still be in flight from the gathered inputs (freed when this batch ends) and
     // into the instance's buffers: wait for them before anything is reused or freed.
     driver.StreamSynchronize(stream_);
@@ -252,17 +267,10 @@ Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
   Status status;
   Mark(kAfterInfer);
   for (size_t j = 0; j < outputs->size() && status.ok(); ++j) {
+    // Allocate and Set checked the slot's shape and computed its bytes.
     const DeviceOutputSlot& slot = device.slot(j);
-    const std::string name = "output '" + slot.spec->name + "': ";
     if (!slot.filled) {
-      status = Status::Internal(name + "the engine did not produce it");
-      break;
-    }
-    size_t bytes = 0;
-    if (!DeviceByteSize(slot.shape, slot.dtype, name, &bytes).ok() || bytes != slot.bytes) {
-      status = Status::Internal(name + "the engine returned " + std::to_string(slot.bytes) +
-                                " bytes for shape " + ShapeToString(slot.shape) + " of " +
-                                DataTypeName(slot.dtype));
+      status = Status::Internal("output '" + slot.spec->name + "': the engine did not produce it");
       break;
     }
     if (slot.producer != nullptr && slot.producer != stream_) {
@@ -272,8 +280,8 @@ Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
     }
     std::shared_ptr<MutableBuffer> host = options_.pool->Allocate(slot.bytes, account_);
     if (host == nullptr) {
-      status = Status::Internal(name + "could not allocate " + std::to_string(slot.bytes) +
-                                " bytes of host memory");
+      status = Status::Internal("output '" + slot.spec->name + "': could not allocate " +
+                                std::to_string(slot.bytes) + " bytes of host memory");
       break;
     }
     if (slot.bytes > 0) {
@@ -290,7 +298,7 @@ Status GpuEngine::CopyBack(const DeviceOutputs& device, BatchOutputs* outputs) {
   Status synced = driver.StreamSynchronize(stream_);
   if (status.ok() && !synced.ok()) status = synced;
   if (status.ok()) ReadMarks();
-  if (!status.ok()) status = Status::Internal(Prefix() + status.message());
+  if (!status.ok()) status = Status::Internal(status.message());
   return status;
 }
 

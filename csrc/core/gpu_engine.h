@@ -48,15 +48,6 @@ struct DeviceOutputSlot {
   CUstream producer = nullptr;
 };
 
-// The largest tensor the GPU path takes, in bytes: far beyond any device's memory, and small
-// enough that no size arithmetic on it overflows.
-constexpr size_t kMaxDeviceTensorBytes = size_t{1} << 48;
-
-// The byte size of `shape` of `dtype`; INVALID_ARGUMENT naming `what` for a negative dimension
-// or a size over kMaxDeviceTensorBytes.
-Status DeviceByteSize(const Shape& shape, DataType dtype, const std::string& what,
-                      size_t* bytes);
-
 class GpuEngine;
 
 // The outputs of one batch, for the kernel to fill.
@@ -114,7 +105,6 @@ class GpuEngine final : public Engine {
   int64_t device_memory_bytes() const { return device_bytes_.load(); }
   int64_t pinned_bytes() const { return account_->pinned.load(); }
   int64_t fallback_bytes() const { return account_->fallback.load(); }
-  std::shared_ptr<CudaDriver> driver() const { return options_.driver; }
   // Since start, from the device's events: bytes copied each way and the time the copies took.
   struct CopyTotals {
     uint64_t htod_bytes = 0, htod_ns = 0, dtoh_bytes = 0, dtoh_ns = 0;
@@ -129,9 +119,11 @@ class GpuEngine final : public Engine {
     CUdeviceptr ptr = 0;
     size_t capacity = 0;
   };
-  // Worker thread only: at least `bytes` of device memory in `buffer` (contents not kept).
-  Status Reserve(DeviceBuffer* buffer, size_t bytes, const std::string& what);
+  // Worker thread only: at least `bytes` of device memory in `buffer` (contents not kept) for
+  // the tensor `kind` ("input" or "output") `spec`, whose name its errors carry.
+  Status Reserve(DeviceBuffer* buffer, size_t bytes, const char* kind, const TensorSpec& spec);
   // Worker thread only: the copies back to pinned memory and the stream's synchronization.
+  // Its errors, like every error of the batch, get the GPU's prefix in Execute.
   Status CopyBack(const DeviceOutputs& device, BatchOutputs* outputs);
   // Worker thread only: marks a point of the batch on the stream (a no-op without events).
   void Mark(int point);

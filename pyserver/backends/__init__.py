@@ -150,12 +150,14 @@ def placements(config: ModelConfig, auto: str) -> list[Placement]:
     `auto` is "KIND_GPU" (and else KIND_CPU). A GPU the driver does not have is a load error."""
     source = config.path / "config.toml"
     out: list[Placement] = []
+    visible: list[int] | None = None  # asked of the driver once, and only for GPU groups
     for i, group in enumerate(config.instance_group):
         kind = auto if group.kind == "KIND_AUTO" else group.kind
         if kind == "KIND_CPU":
             out.extend(Placement() for _ in range(group.count))
             continue
-        visible = visible_gpus(config)
+        if visible is None:
+            visible = visible_gpus(config)
         if not visible:
             raise ModelLoadError(f"{source}: instance_group[{i}]: the CUDA driver sees no GPU")
         for gpu in group.gpus or tuple(visible):

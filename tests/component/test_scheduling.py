@@ -44,6 +44,13 @@ def body(value: float, parameters: dict[str, Any] | None = None) -> bytes:
     return json.dumps(request).encode()
 
 
+def raw_request(model: str, payload: bytes) -> bytes:
+    """A whole infer request for a plain socket (a client that can hang up at will)."""
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    return head + payload
+
+
 def model_of(running: RunningServer, name: str) -> Any:
     return running.server.repository.get(name)  # type: ignore[attr-defined]
 
@@ -204,9 +211,7 @@ def test_cancelled_requests_are_not_executed(make_repository, serve_repository) 
         "slow": identity_config(200_000, ""),
     })
     slow = model_of(running, "slow")
-    payload = body(5.0)
-    head = (f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    request = raw_request("slow", body(5.0))
 
     async def run() -> None:
         async with aiohttp.ClientSession() as session:
@@ -217,7 +222,7 @@ def test_cancelled_requests_are_not_executed(make_repository, serve_repository) 
             sockets = []
             for n in range(3):
                 s = socket.create_connection(("127.0.0.1", running.port))
-                s.sendall(head + payload)
+                s.sendall(request)
                 sockets.append(s)
                 await until(lambda n=n: slow.stats()["pending"] == n + 2, "it is queued")
             for s in sockets:
@@ -250,15 +255,13 @@ def test_a_client_gone_while_its_batch_runs_leaves_the_batch_mate_answered(make_
                                 max_batch_size=2),
     })
     pair = model_of(running, "pair")
-    payload = body(3.0)
-    head = (f"POST /v2/models/pair/infer HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    request = raw_request("pair", body(3.0))
 
     async def run() -> None:
         async with aiohttp.ClientSession() as session:
             client = Client(session, running, "pair")
             gone = socket.create_connection(("127.0.0.1", running.port))
-            gone.sendall(head + payload)
+            gone.sendall(request)
             await until(lambda: pair.stats()["pending"] == 1, "the first request is queued")
             mate = start(client.infer("mate", 8.0))
             await until(lambda: pair.engines[0].executions == 1, "the batch of two runs")
