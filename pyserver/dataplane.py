@@ -1,21 +1,77 @@
 """The transport-agnostic data plane: what every endpoint means, whoever carries it.
 
-HTTP (and later gRPC) call these methods; they return plain objects and raise pyserver.errors.
+HTTP and gRPC are thin adapters over this class: they turn their wire format into calls here and
+the answers back into their wire format, and nothing else. Every step of an inference that does
+not depend on the wire lives here, in this order:
+
+1. `admit`: look the model version up (404 unknown, 503 while the repository loads or the model
+   is not ready), and refuse at once when its queue is full (503, counted REJECTED), before the
+   transport reads the request's body;
+2. `infer`: decode the request against the model's signature with the transport's decoder (a
+   malformed request is counted as a failure of that model, OTHER), run the engine's own
+   per-request checks, queue it on the model's scheduler and wait for its outputs;
+3. the answer is an `InferResponse`: the outputs the request asked for, with their shapes and
+   zero-copy views of the batch's output buffer, which the transport encodes.
+
+Methods return plain objects and raise pyserver.errors exceptions, each carrying its status.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pyserver import __version__
-from pyserver.errors import NotFound, Unavailable
+from pyserver.errors import NotFound, Unavailable, Unsupported
 from pyserver.logs import LOGS
 from pyserver.model import Model
 from pyserver.protocol.codec import InferRequest
 from pyserver.repository import ModelRepository
+from pyserver.types import ModelSignature
 
 # Triton's extension names, as perf_analyzer and tritonclient read them from GET /v2.
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "logging")
+
+# A transport's decoder: its wire request, checked against the model's signature.
+Decoder = Callable[[ModelSignature], InferRequest]
+
+
+@dataclass(slots=True)
+class Admission:
+    """One inference admitted to a model version: the version it will run on (fixed at
+    admission, so a reload that switches versions meanwhile does not move it) and when it
+    arrived (for the failure statistics)."""
+
+    model: Model
+    started_ns: int
+
+    @property
+    def signature(self) -> ModelSignature:
+        return self.model.signature
+
+    def fail(self) -> None:
+        """Count this request as failed before it reached the queue (malformed: OTHER)."""
+        self.model.record_failure(self.started_ns)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """A finished inference: the request as decoded and one (shape, flat uint8 view) per model
+    output, in the signature's order (the request's `outputs` say which go back, and how)."""
+
+    model: Model
+    request: InferRequest
+    results: list[tuple[tuple[int, ...], Any]]
+
+    @property
+    def signature(self) -> ModelSignature:
+        return self.model.signature
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version_str
 
 
 class DataPlane:
@@ -38,6 +94,8 @@ class DataPlane:
         return {"name": "pyserver", "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model(self, name: str, version: str | None = None) -> Model:
+        """The model version a request names (the latest when none). NotFound for an unknown
+        one; Unavailable while the repository is still loading (it may yet appear)."""
         try:
             return self.repository.get(name, version)
         except NotFound:
@@ -92,9 +150,56 @@ class DataPlane:
         LOGS.update(changes)
         return LOGS.as_dict()
 
+    # model repository (Triton's model_repository extension)
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model the repository holds: {"name", "version"?, "state"?, "reason"?}."""
+        raise Unsupported("the model repository extension is not available yet")
+
+    async def load_model(
+        self,
+        name: str,
+        config: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Load or reload `name` (its config overridden by `config`, a model config as JSON;
+        `files` maps "<version>/<file>" to contents and needs `config`; `version` loads just
+        that version). Returns when the model is READY; raises with the reason otherwise."""
+        raise Unsupported("the model repository extension is not available yet")
+
+    async def unload_model(
+        self, name: str, unload_dependents: bool = False, version: str | None = None
+    ) -> None:
+        """Unload `name` (or just `version`): it stops taking requests, finishes what it
+        accepted, then frees everything it held."""
+        raise Unsupported("the model repository extension is not available yet")
+
     # inference
-    async def infer(self, model: Model, request: InferRequest) -> list[tuple[tuple[int, ...], Any]]:
-        return await model.infer(request)
+    def admit(self, name: str, version: str | None = None) -> Admission:
+        """Step 1: the model version that will run the request, or the error that refuses it
+        before its body is read."""
+        started = time.monotonic_ns()
+        model = self.model(name, version)
+        if model.queue_full():
+            # Backpressure: refuse before the body is read, so that a full queue does not turn
+            # into buffered request bodies. The core checks again (by priority level) on submit.
+            model.record_failure(started, rejected=True)
+            raise Unavailable(
+                f"model '{model.name}' version {model.version}: the queue is full; retry later"
+            )
+        return Admission(model, started)
+
+    async def infer(self, admission: Admission, decode: Decoder) -> InferResponse:
+        """Steps 2 and 3: decode with the transport's decoder, queue, wait for the outputs."""
+        model = admission.model
+        try:
+            request = decode(model.signature)
+            model.check_inputs(request)
+        except Exception:
+            admission.fail()
+            raise
+        results = await model.infer(request)
+        return InferResponse(model, request, results)
 
 
 def _model_stats(model: Model) -> dict[str, Any]:
@@ -118,4 +223,3 @@ def _model_stats(model: Model) -> dict[str, Any]:
         # pyserver's own: where each instance runs (Triton's clients ignore unknown fields)
         "instances": model.instances(),
     }
-

@@ -10,7 +10,7 @@ from typing import Any
 from pyserver import _core
 from pyserver.completions import CompletionRouter
 from pyserver.config import DynamicBatching, ModelConfig, QueuePolicy
-from pyserver.errors import ServerError, Unavailable
+from pyserver.errors import Unavailable
 from pyserver.protocol.codec import InferRequest
 from pyserver.types import ModelSignature
 
@@ -94,17 +94,16 @@ class Model:
     def ready(self) -> bool:
         return self.state is ModelState.READY
 
+    def check_inputs(self, request: InferRequest) -> None:
+        """The engine's own per-request checks (InvalidRequest), run before the request joins a
+        batch so that it fails alone."""
+        if self._check_inputs is not None:
+            self._check_inputs(request.inputs)
+
     async def infer(self, request: InferRequest) -> list[tuple[tuple[int, ...], Any]]:
-        """Run one decoded request; returns one (shape, uint8 view) per model output."""
+        """Run one decoded, checked request; returns one (shape, uint8 view) per model output."""
         if self.state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
-        if self._check_inputs is not None:
-            started = time.monotonic_ns()
-            try:
-                self._check_inputs(request.inputs)
-            except ServerError:
-                self.record_failure(started)
-                raise
         parameters = request.parameters
         # The codec has checked both are non-negative integers; the queue policy decides what
         # they mean (the core ignores a priority when the model has no levels).

@@ -4,18 +4,18 @@ and writes the answer; errors are raised and the middleware answers them."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from pyserver.dataplane import DataPlane
-from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError, Unavailable
+from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
 from pyserver.http.responses import body_size, infer_response, json_response
 from pyserver.logs import bind_request_id
-from pyserver.protocol.codec import decode_request, encode_response
+from pyserver.protocol.codec import InferRequest, decode_request, encode_response
 from pyserver.protocol.compression import compress, decompress
+from pyserver.types import ModelSignature
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Smaller answers go uncompressed whatever Accept-Encoding says (identity is always acceptable):
@@ -63,34 +63,33 @@ class Handlers:
         return json_response(self._dp.model_stats(info.get("model"), info.get("version")))
 
     async def infer(self, request: web.Request) -> web.Response:
-        started = time.monotonic_ns()
         info = request.match_info
-        model = self._dp.model(info["model"], info.get("version"))
-        if model.queue_full():
-            # Backpressure: refuse before reading the body, so a full queue does not turn into
-            # buffered request bodies. The core checks again (by priority level) on submit.
-            model.record_failure(started, rejected=True)
-            raise Unavailable(
-                f"model '{model.name}' version {model.version}: the queue is full; "
-                "retry later"
-            )
+        # Admitted (or refused, e.g. for a full queue) before the body is read.
+        admission = self._dp.admit(info["model"], info.get("version"))
         # The body is read once; binary tensors stay views into it until the core's gather.
         body = await read_body(request, self._max_request_size)
         headers = request.headers
-        try:
-            encoding = headers.get("Content-Encoding")
-            if encoding is not None:
+        encoding = headers.get("Content-Encoding")
+        if encoding is not None:
+            try:
                 body = await _off_loop_if_large(
                     len(body), decompress, body, encoding, self._max_request_size
                 )
-            decoded = decode_request(body, headers.get(HEADER_LENGTH), model.signature)
+            except ServerError:
+                admission.fail()
+                raise
+        header_length = headers.get(HEADER_LENGTH)
+
+        def decode(signature: ModelSignature) -> InferRequest:
+            decoded = decode_request(body, header_length, signature)
             if decoded.id is not None:
                 bind_request_id(decoded.id)  # this request's log lines carry the client's id
-        except ServerError:
-            model.record_failure(started)
-            raise
-        results = await self._dp.infer(model, decoded)
-        chunks, json_length = encode_response(model.signature, model.version_str, decoded, results)
+            return decoded
+
+        response = await self._dp.infer(admission, decode)
+        chunks, json_length = encode_response(
+            response.signature, response.model_version, response.request, response.results
+        )
         size = body_size(chunks)
         accept = headers.get("Accept-Encoding")
         if accept is not None and size >= COMPRESS_FROM:
