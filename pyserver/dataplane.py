@@ -18,21 +18,27 @@ Methods return plain objects and raise pyserver.errors exceptions, each carrying
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pyserver import __version__
-from pyserver.errors import NotFound, Unavailable, Unsupported
+from pyserver.config import to_triton
+from pyserver.errors import InvalidRequest, NotFound, Unavailable
+from pyserver.lifecycle import ModelManager
 from pyserver.logs import LOGS
 from pyserver.model import Model
 from pyserver.protocol.codec import InferRequest
-from pyserver.repository import ModelRepository
 from pyserver.types import ModelSignature
 
 # Triton's extension names, as perf_analyzer and tritonclient read them from GET /v2.
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "logging")
+EXTENSIONS = (
+    "binary_tensor_data", "model_configuration", "statistics", "logging", "model_repository",
+    "model_repository(unload_dependents)",
+)
 
 # A transport's decoder: its wire request, checked against the model's signature.
 Decoder = Callable[[ModelSignature], InferRequest]
@@ -42,7 +48,8 @@ Decoder = Callable[[ModelSignature], InferRequest]
 class Admission:
     """One inference admitted to a model version: the version it will run on (fixed at
     admission, so a reload that switches versions meanwhile does not move it) and when it
-    arrived (for the failure statistics)."""
+    arrived (for the failure statistics). A context manager: the version counts the request as
+    accepted until the `with` block ends, so that it finishes it before it unloads."""
 
     model: Model
     started_ns: int
@@ -54,6 +61,12 @@ class Admission:
     def fail(self) -> None:
         """Count this request as failed before it reached the queue (malformed: OTHER)."""
         self.model.record_failure(self.started_ns)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.model.release()
 
 
 @dataclass(slots=True)
@@ -74,20 +87,40 @@ class InferResponse:
         return self.model.version_str
 
 
+class ControlMode(enum.StrEnum):
+    """Triton's --model-control-mode."""
+
+    NONE = "none"  # every model at start; the repository API's load and unload are refused
+    POLL = "poll"  # every model at start, then the folder is rescanned
+    EXPLICIT = "explicit"  # --load-model at start; the rest through the repository API
+
+
 class DataPlane:
-    def __init__(self, repository: ModelRepository) -> None:
-        self.repository = repository
+    def __init__(
+        self, models: ModelManager, mode: ControlMode = ControlMode.NONE,
+        strict_readiness: bool = True,
+    ) -> None:
+        self.models = models
+        self.mode = mode
+        self.strict_readiness = strict_readiness
         self._ready = False
+        self._shutting_down = False
 
     # health
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        return self._ready and all(m.ready for m in self.repository.models())
+        if not self._ready or self._shutting_down:
+            return False
+        return self.models.ready() if self.strict_readiness else True
 
     def set_ready(self, ready: bool) -> None:
         self._ready = ready
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
 
     # metadata
     def server_metadata(self) -> dict[str, Any]:
@@ -97,7 +130,7 @@ class DataPlane:
         """The model version a request names (the latest when none). NotFound for an unknown
         one; Unavailable while the repository is still loading (it may yet appear)."""
         try:
-            return self.repository.get(name, version)
+            return self.models.get(name, version)
         except NotFound:
             if not self._ready:
                 raise Unavailable(
@@ -107,14 +140,14 @@ class DataPlane:
             raise
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.repository.get(name, version).ready
+        return self.models.get(name, version).ready
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        model = self.repository.get(name, version)
+        model = self.models.get(name, version)
         batch = [-1] if model.config.max_batch_size > 0 else []
         return {
             "name": model.name,
-            "versions": [str(v) for v in self.repository.versions(model.name)],
+            "versions": [str(v) for v in self.models.versions(model.name)],
             "platform": model.config.platform,
             "inputs": [
                 {"name": t.name, "datatype": t.datatype.name, "shape": batch + list(t.dims)}
@@ -127,18 +160,18 @@ class DataPlane:
         }
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return self.repository.get(name, version).config.to_triton()
+        return to_triton(self.models.get(name, version).config)
 
     def model_stats(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         """Triton's statistics extension: one entry per model version asked for."""
         if name is None:
-            models = self.repository.models()
+            models = self.models.models()
         elif version is None:
-            models = [self.repository.get(name, v) for v in map(str, self.repository.versions(name))]
+            models = [self.models.get(name, v) for v in map(str, self.models.versions(name))]
             if not models:
-                models = [self.repository.get(name)]  # raises NotFound with the reason
+                models = [self.models.get(name)]  # raises NotFound with the reason
         else:
-            models = [self.repository.get(name, version)]
+            models = [self.models.get(name, version)]
         return {"model_stats": [_model_stats(m) for m in models]}
 
     # logging (Triton's logging extension)
@@ -153,7 +186,7 @@ class DataPlane:
     # model repository (Triton's model_repository extension)
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model the repository holds: {"name", "version"?, "state"?, "reason"?}."""
-        raise Unsupported("the model repository extension is not available yet")
+        return self.models.index(ready_only)
 
     async def load_model(
         self,
@@ -163,22 +196,39 @@ class DataPlane:
         version: str | None = None,
     ) -> None:
         """Load or reload `name` (its config overridden by `config`, a model config as JSON;
-        `files` maps "<version>/<file>" to contents and needs `config`; `version` loads just
-        that version). Returns when the model is READY; raises with the reason otherwise."""
-        raise Unsupported("the model repository extension is not available yet")
+        `files` maps "file:<version>/<file>" to contents and needs `config`; `version` loads
+        just that version beside those serving). Returns when the model is READY; raises with
+        the reason otherwise."""
+        self._check_control("load")
+        await self.models.load(name, config_json=config, files=files,
+                               version=_version_number(version))
 
     async def unload_model(
         self, name: str, unload_dependents: bool = False, version: str | None = None
     ) -> None:
         """Unload `name` (or just `version`): it stops taking requests, finishes what it
-        accepted, then frees everything it held."""
-        raise Unsupported("the model repository extension is not available yet")
+        accepted, then frees everything it held. pyserver has no ensembles, so no model has
+        dependents and `unload_dependents` changes nothing."""
+        self._check_control("unload")
+        await self.models.unload(name, _version_number(version))
+
+    def _check_control(self, action: str) -> None:
+        if self.mode is not ControlMode.EXPLICIT:
+            raise InvalidRequest(
+                f"cannot {action} a model: the server runs with --model-control-mode "
+                f"{self.mode}; the repository API loads and unloads models only with "
+                "--model-control-mode explicit"
+            )
+        if self._shutting_down:
+            raise Unavailable("the server is shutting down")
 
     # inference
     def admit(self, name: str, version: str | None = None) -> Admission:
         """Step 1: the model version that will run the request, or the error that refuses it
         before its body is read."""
         started = time.monotonic_ns()
+        if self._shutting_down:
+            raise Unavailable("the server is shutting down")
         model = self.model(name, version)
         if model.queue_full():
             # Backpressure: refuse before the body is read, so that a full queue does not turn
@@ -187,7 +237,21 @@ class DataPlane:
             raise Unavailable(
                 f"model '{model.name}' version {model.version}: the queue is full; retry later"
             )
+        model.acquire()
         return Admission(model, started)
+
+    # shutdown
+    async def shutdown(self, timeout_s: float) -> bool:
+        """Stop admitting (readiness false, new requests 503 "server is shutting down"), wait
+        up to `timeout_s` for every admitted request to be answered, then stop every model
+        (what is still queued fails with 503). True when everything was answered in time."""
+        self._shutting_down = True
+        deadline = time.monotonic() + timeout_s
+        while self.models.inflight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        drained = not self.models.inflight()
+        await self.models.stop()
+        return drained
 
     async def infer(self, admission: Admission, decode: Decoder) -> InferResponse:
         """Steps 2 and 3: decode with the transport's decoder, queue, wait for the outputs."""
@@ -223,3 +287,11 @@ def _model_stats(model: Model) -> dict[str, Any]:
         # pyserver's own: where each instance runs (Triton's clients ignore unknown fields)
         "instances": model.instances(),
     }
+
+
+def _version_number(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not (version.isascii() and version.isdigit()) or version.startswith("0"):
+        raise InvalidRequest(f"version must be a positive integer such as \"2\", got {version!r}")
+    return int(version)

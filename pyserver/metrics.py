@@ -273,6 +273,46 @@ class ConnectionsCollector(Collector):
         yield gauge
 
 
+class LifecycleSource(Protocol):
+    """What the lifecycle collector needs of the model manager (pyserver.lifecycle)."""
+
+    load_durations: Any  # LoadHistogram: bounds, counts (one more: +Inf), total, count
+
+    def states(self) -> list[tuple[str, str, str]]: ...
+
+
+# Every state a version can report, so each (model, version) exports all of them: 1 for the
+# current one, 0 for the others (a dashboard's sum by state then counts versions).
+MODEL_STATES = ("LOADING", "READY", "UNLOADING", "UNAVAILABLE")
+
+
+class LifecycleCollector(Collector):
+    """pyserver_model_state{model, version, state} and pyserver_model_load_duration_seconds."""
+
+    def __init__(self, lifecycle: LifecycleSource) -> None:
+        self._lifecycle = lifecycle
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "pyserver_model_state", "1 for each model version's current state, 0 for the others",
+            labels=["model", "version", "state"])
+        for model, version, current in self._lifecycle.states():
+            for name in MODEL_STATES:
+                state.add_metric([model, version, name], 1.0 if name == current else 0.0)
+        yield state
+        h = self._lifecycle.load_durations
+        family = HistogramMetricFamily(
+            "pyserver_model_load_duration_seconds",
+            "Time each model load or reload took (reading, building engines, warmup)")
+        buckets, running = [], 0
+        for bound, count in zip(h.bounds, h.counts):
+            running += count
+            buckets.append((repr(float(bound)), float(running)))
+        buckets.append(("+Inf", float(running + h.counts[len(h.bounds)])))
+        family.add_metric([], buckets, h.total)
+        yield family
+
+
 class Metrics:
     """One server's registry (not prometheus_client's global one, so servers started in the
     same process keep their own): per-model stats, process CPU and memory, open connections,
@@ -283,10 +323,13 @@ class Metrics:
         models: Callable[[], Iterable[StatsSource]],
         open_connections: Callable[[], int] | None = None,
         gpus: GpuMonitor | None = None,
+        lifecycle: LifecycleSource | None = None,
     ) -> None:
         self.gpus = gpus if gpus is not None else GpuMonitor.detect()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ModelCollector(models))
+        if lifecycle is not None:
+            self.registry.register(LifecycleCollector(lifecycle))
         self.registry.register(self.gpus)
         ProcessCollector(registry=self.registry)
         if open_connections is not None:

@@ -1,7 +1,15 @@
-"""A loaded model version: its configuration, its core scheduler, and its state."""
+"""A loaded model version: its configuration, its core scheduler, its state and what it has
+accepted.
+
+A version moves LOADING -> READY -> UNLOADING -> UNAVAILABLE (pyserver/lifecycle.py drives it).
+Requests are admitted only while it is READY; each admitted request is counted in `inflight`
+until its answer is written, so that an unloading version can finish everything it accepted
+(queued, running, or still having its body read) before it stops and frees its engines.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Callable
@@ -9,15 +17,20 @@ from typing import Any
 
 from pyserver import _core
 from pyserver.completions import CompletionRouter
-from pyserver.config import DynamicBatching, ModelConfig, QueuePolicy
+from pyserver.config import ModelConfig, QueuePolicy
 from pyserver.errors import Unavailable
 from pyserver.protocol.codec import InferRequest
 from pyserver.types import ModelSignature
 
 
-class ModelState(enum.Enum):
+class ModelState(enum.StrEnum):
+    """Triton's model states, as the repository index reports them."""
+
+    UNKNOWN = "UNKNOWN"
+    LOADING = "LOADING"  # built, warming up: takes no request yet
     READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"  # stopping or stopped
+    UNLOADING = "UNLOADING"  # takes no new request; finishing what it accepted
+    UNAVAILABLE = "UNAVAILABLE"  # stopped, or failed to load
 
 
 def scheduler_options(config: ModelConfig) -> _core.SchedulerOptions:
@@ -54,13 +67,6 @@ def _queue_policy(policy: QueuePolicy) -> _core.QueuePolicy:
     return core
 
 
-def _level_policies(batching: DynamicBatching) -> list[QueuePolicy]:
-    """Each priority level's queue policy (one level when there are none)."""
-    own = dict(batching.priority_queue_policy)
-    levels = max(batching.priority_levels, 1)
-    return [own.get(level, batching.default_queue_policy) for level in range(1, levels + 1)]
-
-
 class Model:
     """One version of one model, ready to take requests through its scheduler."""
 
@@ -85,10 +91,15 @@ class Model:
         # Only a model with a bounded queue can be full: others skip the check per request.
         batching = config.dynamic_batching
         self._bounded = batching is not None and all(
-            policy.max_queue_size > 0
-            for policy in _level_policies(batching)
+            policy.max_queue_size > 0 for policy in batching.level_policies()
         )
-        self.state = ModelState.READY
+        self.state = ModelState.LOADING
+        # What the lifecycle compares to decide whether a reload changes this version.
+        self.fingerprint: object = None
+        # Requests admitted and not yet answered; `_drained` is set when it falls to 0 while
+        # the version unloads (both touched on the event loop thread only).
+        self.inflight = 0
+        self._drained: asyncio.Event | None = None
 
     @property
     def ready(self) -> bool:
@@ -158,6 +169,31 @@ class Model:
         usage.append({"type": "CPU_PINNED", "id": 0, "byte_size": pinned})
         usage.append({"type": "CPU", "id": 0, "byte_size": fallback})
         return usage
+
+    # -- what it has accepted (event loop thread) ---------------------------------------------
+
+    def acquire(self) -> None:
+        """Count one admitted request."""
+        self.inflight += 1
+
+    def release(self) -> None:
+        """The admitted request has been answered."""
+        self.inflight -= 1
+        if self.inflight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def drain(self) -> None:
+        """Stop taking requests and wait until every admitted one has been answered."""
+        self.state = ModelState.UNLOADING
+        if self.inflight == 0:
+            return
+        self._drained = asyncio.Event()
+        await self._drained.wait()
+
+    async def run_raw(self, inputs: Any) -> list[tuple[tuple[int, ...], Any]]:
+        """Queue (shape, buffer) inputs whatever the state (warmup runs before READY)."""
+        result: list[tuple[tuple[int, ...], Any]] = await self._router.run(self._scheduler, inputs)
+        return result
 
     def stop(self) -> None:
         """Fail queued requests, finish running batches and join the core's threads."""

@@ -1,119 +1,196 @@
-"""The model repository: a folder of models, each with config.toml and numeric version folders.
+"""The model repository on disk: which models it holds and what each one says now.
 
-Loading one model never stops another: a model whose config or files are wrong is recorded with
-the message that says why, and the rest of the repository loads and serves.
+A model is a folder under the repository root holding a configuration (config.toml or Triton's
+config.pbtxt) and/or numeric version folders (`1/`, `2/`, ...) with the model file. Reading one
+gives a `ModelSource`: its configuration and, for each version its policy serves, a fingerprint
+of the version folder (file names, sizes and modification times), so that the lifecycle can tell
+a changed version from an untouched one without reading model files.
+
+A load request may bring its own configuration (Triton's JSON) and files: the files are written
+into a private temporary folder, which serves as the model's folder for that load only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pyserver import _core, backends
-from pyserver.completions import CompletionRouter
-from pyserver.config import load_config, model_versions
-from pyserver.errors import ModelLoadError, NotFound, ServerError
-from pyserver.model import Model
+from pyserver.config import (
+    CONFIG_FILENAMES,
+    DEFAULT_MAX_BATCH_SIZE,
+    ModelConfig,
+    config_from_json,
+    load_config,
+)
+from pyserver.config import is_version_name as _is_version_name
+from pyserver.errors import InvalidRequest, ModelLoadError, NotFound
 
 log = logging.getLogger("pyserver.repository")
 
+# (relative path, size, mtime ns) of every file under a version folder, sorted
+Fingerprint = tuple[tuple[str, int, int], ...]
+
 
 @dataclass(frozen=True)
-class LoadFailure:
+class ModelSource:
+    """One model as its folder (or a load request) describes it now. `versions` maps each
+    version to serve to its folder's fingerprint; `override` is True when the configuration or
+    files came with a load request (such a load always reloads)."""
+
     name: str
-    reason: str
+    folder: Path
+    config: ModelConfig
+    versions: dict[int, Fingerprint]
+    present: tuple[int, ...]  # every version folder there is, served or not
+    override: bool = False
 
 
 class ModelRepository:
-    """Loaded models by name and version. Lookups happen on the loop thread; loading may run in
-    a worker thread before the server reports ready."""
+    """The folder of models. Reads happen in the lifecycle's load threads (they touch the disk)."""
 
-    def __init__(
-        self, root: Path, router: CompletionRouter, pinned_memory_pool_bytes: int | None = None
-    ) -> None:
-        self.root = root
-        self._router = router
-        # None: the core's default (256 MiB, Triton's); the pool is locked only when a GPU
-        # model runs its first batch.
-        self._pinned_memory_pool_bytes = pinned_memory_pool_bytes
-        self._models: dict[str, dict[int, Model]] = {}
-        self._latest: dict[str, Model] = {}
-        self.failures: dict[str, LoadFailure] = {}
+    def __init__(self, root: Path, default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
+        self.root = Path(root)
+        self.default_max_batch_size = default_max_batch_size
 
-    def load_all(self) -> None:
-        """Load every model folder under the root (a folder holding config.toml)."""
-        if not self.root.is_dir():
-            raise ServerError(f"model repository {self.root} is not a directory")
-        if self._pinned_memory_pool_bytes is not None:
-            _core.configure_pinned_memory(self._pinned_memory_pool_bytes)
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if not (folder / "config.toml").is_file():
-                log.warning("skipping %s: no config.toml", folder)
-                continue
-            try:
-                self._load_model(folder)
-            except ModelLoadError as exc:
-                self.failures[folder.name] = LoadFailure(folder.name, str(exc))
-                log.error("model %s failed to load: %s", folder.name, exc)
-            except Exception as exc:  # a backend's or the core's own error: this model only
-                reason = f"{folder}: {type(exc).__name__}: {exc}"
-                self.failures[folder.name] = LoadFailure(folder.name, reason)
-                log.exception("model %s failed to load", folder.name)
-            else:
-                log.info("model %s loaded: versions %s", folder.name,
-                         sorted(self._models[folder.name]))
-
-    def _load_model(self, folder: Path) -> None:
-        config = load_config(folder)
-        versions = model_versions(config)
-        if not versions:
-            raise ModelLoadError(f"{folder}: no numeric version folder (expected e.g. {folder}/1/)")
-        loaded: dict[int, Model] = {}
+    def names(self) -> list[str]:
+        """The models the folder holds now: sub-folders with a configuration file or a numeric
+        version folder."""
         try:
-            for version in versions:
-                result = backends.load(config, folder / str(version))
-                loaded[version] = Model(
-                    result.config, version, result.engines, self._router, result.check_inputs
-                )
-        except BaseException:
-            for model in loaded.values():
-                model.stop()
-            raise
-        self._models[config.name] = loaded
-        self._latest[config.name] = loaded[max(loaded)]
+            entries = sorted(p for p in self.root.iterdir() if p.is_dir())
+        except OSError as exc:
+            raise ModelLoadError(f"model repository {self.root}: cannot be listed: {exc}") from None
+        return [p.name for p in entries if is_model_folder(p)]
 
-    def get(self, name: str, version: str | None = None) -> Model:
-        """The model version a request names (the latest when none); NotFound otherwise."""
-        if version is None:
-            model = self._latest.get(name)
-            if model is None:
-                raise NotFound(self._unknown(name))
-            return model
-        versions = self._models.get(name)
-        if versions is None:
-            raise NotFound(self._unknown(name))
-        model = versions.get(int(version)) if version.isdigit() else None
-        if model is None:
+    def folder(self, name: str) -> Path:
+        """The folder of model `name`; NotFound when the repository has none."""
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise NotFound(f"unknown model '{name}': not a model name")
+        folder = self.root / name
+        if not (folder.is_dir() and is_model_folder(folder)):
             raise NotFound(
-                f"model '{name}' has no version '{version}' (loaded: "
-                f"{', '.join(str(v) for v in sorted(versions))})"
+                f"unknown model '{name}': the model repository {self.root} has no folder "
+                f"'{name}' holding a model"
             )
-        return model
+        return folder
 
-    def _unknown(self, name: str) -> str:
-        failure = self.failures.get(name)
-        if failure is not None:
-            return f"model '{name}' is not available: it failed to load: {failure.reason}"
-        return f"unknown model '{name}'"
+    def read(self, name: str, *, folder: Path | None = None, config_json: str | None = None,
+             extra_versions: tuple[int, ...] = ()) -> ModelSource:
+        """Model `name` as its folder (or `folder`, a load request's files) says: the
+        configuration (or `config_json` in its place) and the versions to serve: the policy's,
+        plus `extra_versions` (loaded one by one through the API) that exist."""
+        override = folder is not None or config_json is not None
+        folder = folder if folder is not None else self.folder(name)
+        if config_json is not None:
+            config = config_from_json(
+                config_json, folder, name, default_max_batch_size=self.default_max_batch_size)
+        else:
+            config = load_config(
+                folder, name=name, default_max_batch_size=self.default_max_batch_size)
+        present = version_folders(folder)
+        missing = [v for v in config.version_policy.versions if v not in present]
+        if missing:
+            raise ModelLoadError(
+                f"{config.where('version_policy.specific.versions')}: expected a folder for "
+                f"each listed version under {folder}, got none for "
+                f"{', '.join(map(str, missing))}"
+            )
+        wanted = set(config.version_policy.select(present))
+        wanted.update(v for v in extra_versions if v in present)
+        if not wanted:
+            raise ModelLoadError(
+                f"{folder}: no numeric version folder to serve (expected e.g. {folder}/1/)")
+        return ModelSource(
+            name=name, folder=folder, config=config,
+            versions={v: fingerprint(folder / str(v)) for v in sorted(wanted)},
+            present=tuple(present), override=override,
+        )
 
-    def models(self) -> list[Model]:
-        # list() copies in one step under the GIL: loading may add models from another thread.
-        return [m for versions in list(self._models.values()) for m in versions.values()]
 
-    def versions(self, name: str) -> list[int]:
-        return sorted(self._models.get(name, {}))
+def is_model_folder(folder: Path) -> bool:
+    if any((folder / f).is_file() for f in CONFIG_FILENAMES):
+        return True
+    return bool(version_folders(folder))
 
-    def stop(self) -> None:
-        for model in self.models():
-            model.stop()
+
+def version_folders(folder: Path) -> list[int]:
+    """The numeric version folders, ascending. Like Triton, only folders named by a positive
+    integer without leading zeros count; anything else in the model folder is ignored."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise ModelLoadError(f"{folder}: cannot list version folders: {exc}") from None
+    return sorted(int(p.name) for p in entries if p.is_dir() and _is_version_name(p.name))
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """What changes when a version folder's files change, without reading them."""
+    found: list[tuple[str, int, int]] = []
+    for dirpath, _, filenames in os.walk(version_dir):
+        for filename in filenames:
+            path = Path(dirpath) / filename
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished meanwhile: the next scan sees the folder as it is then
+            found.append((str(path.relative_to(version_dir)), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
+
+
+# --------------------------------------------------------------------------------------------
+# files that come with a load request
+
+
+def decode_files(parameters: Mapping[str, object]) -> dict[str, bytes]:
+    """The `file:<version>/<name>` parameters of an HTTP load request, base64-decoded and
+    checked to stay inside the model's folder. InvalidRequest names the bad one; nothing is
+    written here."""
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():
+        if not key.startswith("file:"):
+            continue
+        if not isinstance(value, str):
+            raise InvalidRequest(f"load parameter {key!r}: expected base64 text, got "
+                                 f"{type(value).__name__}")
+        try:
+            files[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"load parameter {key!r}: not valid base64: {exc}") from None
+    return files
+
+
+def check_file_name(key: str) -> PurePosixPath:
+    """The relative path of a `file:` parameter, which must stay inside the model's folder."""
+    text = key[len("file:"):]
+    path = PurePosixPath(text)
+    if (not text or text.startswith("/") or "\\" in text or "\0" in text
+            or any(part in ("..", "") for part in text.split("/"))):
+        raise InvalidRequest(
+            f"load parameter {key!r}: expected a relative path inside the model's folder such "
+            "as 'file:1/model.onnx' (no '..', no absolute path)"
+        )
+    return path
+
+
+@contextmanager
+def files_folder(name: str, files: Mapping[str, bytes]) -> Iterator[Path]:
+    """A private temporary folder holding `files` ({"file:1/model.onnx": bytes}), removed on
+    exit (the engines have read what they need by then). Every name is checked before anything
+    is written."""
+    paths = {check_file_name(key): data for key, data in files.items()}
+    folder = Path(tempfile.mkdtemp(prefix=f"pyserver-load-{name[:40]}-"))
+    try:
+        for relative, data in paths.items():
+            target = folder.joinpath(*relative.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pyserver import _core
-from pyserver.config import ModelConfig
+from pyserver.config import DynamicBatching, ModelConfig
 from pyserver.errors import ModelLoadError
 from pyserver.types import TensorSpec
 
@@ -54,12 +54,26 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
     if module_name is None:
         known = ", ".join(sorted(_BACKENDS))
         raise ModelLoadError(
-            f"{config.path / 'config.toml'}: backend: '{config.backend}' is not available in this "
+            f"{config.source}: backend: '{config.backend}' is not available in this "
             f"build (available: {known})"
         )
     module = importlib.import_module(module_name)
     loaded: LoadedModel = module.load(config, version_dir)
     return loaded
+
+
+def auto_batching(config: ModelConfig, shapes: Sequence[Sequence[int]]) -> ModelConfig:
+    """Auto-complete (a model without a configuration file): the model batches when every input
+    and output has a dynamic first dimension (`shapes`: the model file's full shapes, -1 for a
+    dynamic dimension); then max_batch_size is the default (--backend-config=
+    default-max-batch-size) and dynamic batching is on. Other configs come back as they are."""
+    if not config.auto_complete:
+        return config
+    if shapes and all(len(shape) > 0 and shape[0] == -1 for shape in shapes):
+        return config.with_batching(
+            config.max_batch_size, config.dynamic_batching or DynamicBatching()
+        )
+    return config.with_batching(0, None)
 
 
 def cpu_instance_count(config: ModelConfig) -> int:
@@ -69,7 +83,7 @@ def cpu_instance_count(config: ModelConfig) -> int:
     for i, group in enumerate(config.instance_group):
         if group.kind == "KIND_GPU":
             raise ModelLoadError(
-                f"{config.path / 'config.toml'}: instance_group[{i}].kind: backend "
+                f"{config.source}: instance_group[{i}].kind: backend "
                 f"'{config.backend}' runs on the CPU; expected KIND_CPU or KIND_AUTO, got KIND_GPU"
             )
         total += group.count
@@ -80,7 +94,7 @@ def reconcile_tensors(
     kind: str,
     declared: tuple[TensorSpec, ...],
     actual: tuple[TensorSpec, ...],
-    source: Path,
+    source: str,
     *,
     owner: str = "model",
     require_all: bool = False,
@@ -137,7 +151,7 @@ def visible_gpus(config: ModelConfig) -> list[int]:
     driver = _core.cuda_driver()
     if not driver["available"]:
         raise ModelLoadError(
-            f"{config.path / 'config.toml'}: model '{config.name}' needs a GPU: no CUDA driver "
+            f"{config.source}: model '{config.name}' needs a GPU: no CUDA driver "
             f"was found ({driver['error']})"
         )
     return [int(d["index"]) for d in driver["devices"]]
@@ -148,7 +162,7 @@ def placements(config: ModelConfig, auto: str) -> list[Placement]:
     KIND_CPU groups give `count` CPU instances; KIND_GPU groups give `count` instances on each
     GPU in `gpus`, or on every visible GPU when `gpus` is empty. KIND_AUTO is KIND_GPU when
     `auto` is "KIND_GPU" (and else KIND_CPU). A GPU the driver does not have is a load error."""
-    source = config.path / "config.toml"
+    source = config.source
     out: list[Placement] = []
     visible: list[int] | None = None  # asked of the driver once, and only for GPU groups
     for i, group in enumerate(config.instance_group):

@@ -16,7 +16,7 @@ from pyserver.types import TensorSpec
 
 
 def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
-    source = config.path / "config.toml"
+    source = config.source
     # (1) no model file. (2) the tensors come from the config alone.
     if not config.inputs:
         raise ModelLoadError(f"{source}: input: the identity backend needs its inputs declared")

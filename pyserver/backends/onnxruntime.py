@@ -19,7 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from pyserver import _core
-from pyserver.backends import Inputs, LoadedModel, cpu_instance_count, reconcile_tensors
+from pyserver.backends import (
+    Inputs,
+    LoadedModel,
+    auto_batching,
+    cpu_instance_count,
+    reconcile_tensors,
+)
 from pyserver.config import ModelConfig
 from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
@@ -94,7 +100,7 @@ class Utf8Check:
 def _session_options(config: ModelConfig) -> Any:
     import onnxruntime as ort
 
-    source = config.path / "config.toml"
+    source = config.source
     options = ort.SessionOptions()
     params = config.parameters
     for key in ("intra_op_num_threads", "inter_op_num_threads"):
@@ -163,10 +169,10 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
         raise ModelLoadError(
-            f"{config.path / 'config.toml'}: backend: onnxruntime is not installed "
+            f"{config.source}: backend: onnxruntime is not installed "
             f"(pip install onnxruntime): {exc}"
         ) from None
-    source = config.path / "config.toml"
+    source = config.source
     # (1) the model file.
     model_file = version_dir / (config.default_model_filename or "model.onnx")
     if not model_file.is_file():
@@ -183,7 +189,12 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
             )
         except Exception as exc:  # onnxruntime raises its own classes for bad files
             raise ModelLoadError(f"{model_file}: onnxruntime could not load it: {exc}") from None
-    # (2) tensors: from the model, checked against the config.
+    # (2) tensors: from the model, checked against the config (and completing it when there
+    # was no configuration file).
+    config = auto_batching(config, [
+        _model_tensors([node], False, model_file)[0].dims
+        for node in (*sessions[0].get_inputs(), *sessions[0].get_outputs())
+    ])
     batched = config.max_batch_size > 0
     # Every input must be fed; a config may serve a subset of the outputs.
     inputs = reconcile_tensors(

@@ -34,10 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy.typing as npt
 
 from pyserver import _core
-from pyserver.backends import LoadedModel, Placement, gpu_available, placements
+from pyserver.backends import (
+    LoadedModel,
+    Placement,
+    auto_batching,
+    gpu_available,
+    placements,
+)
 from pyserver.config import ModelConfig
 from pyserver.errors import ModelLoadError
-from pyserver.types import DataType
+from pyserver.types import DataType, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -266,7 +272,7 @@ def _import_torch(config: ModelConfig) -> Any:
         import torch as torch_module
     except ImportError as exc:
         raise ModelLoadError(
-            f"{config.path / 'config.toml'}: backend: model '{config.name}' needs PyTorch, which "
+            f"{config.source}: backend: model '{config.name}' needs PyTorch, which "
             f"is not installed (pip install 'pyserver[pytorch]'): {exc}"
         ) from None
     return torch_module
@@ -319,8 +325,48 @@ def _open_model(torch_module: Any, model_file: Path, device: Any) -> torch.nn.Mo
         raise ModelLoadError(f"{model_file}: PyTorch could not load it as {kind}: {exc}") from None
 
 
+def _complete_from_export(torch_module: Any, config: ModelConfig, model_file: Path) -> ModelConfig:
+    """Auto-complete for an exported program: its user inputs (named as the forward's
+    arguments) and outputs (OUTPUT__0, ...: an exported graph's outputs have no names), with
+    their datatypes and shapes (a symbolic dimension is -1)."""
+    try:
+        with _LOAD_LOCK:
+            program = torch_module.export.load(str(model_file))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{model_file}: PyTorch could not load it as an exported program: {exc}"
+        ) from None
+    by_dtype = {_dtype(torch_module, d): d for d in _TORCH_TYPES}
+    nodes = {node.name: node for node in program.graph.nodes}
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    produced = {getattr(arg, "name", None): arg for arg in output_node.args[0]}
+
+    def spec(name: str, node: Any) -> TensorSpec:
+        value: Any = node.meta.get("val") if node is not None else None
+        datatype = by_dtype.get(value.dtype) if hasattr(value, "dtype") else None
+        if value is None or datatype is None:
+            raise ModelLoadError(
+                f"{model_file}: tensor '{name}' has no datatype a v2 client can send "
+                f"({getattr(value, 'dtype', 'unknown')}); declare the model's tensors in a "
+                "config.toml"
+            )
+        dims = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+        return TensorSpec(name, datatype, dims)
+
+    signature = program.graph_signature
+    inputs = [spec(name, nodes.get(name)) for name in signature.user_inputs]
+    outputs = [
+        spec(f"OUTPUT__{i}", produced.get(name)) for i, name in enumerate(signature.user_outputs)
+    ]
+    config = auto_batching(config, [t.dims for t in (*inputs, *outputs)])
+    if config.max_batch_size > 0:
+        inputs = [TensorSpec(t.name, t.datatype, t.dims[1:]) for t in inputs]
+        outputs = [TensorSpec(t.name, t.datatype, t.dims[1:]) for t in outputs]
+    return config.with_tensors(tuple(inputs), tuple(outputs))
+
+
 def _check_tensors(config: ModelConfig) -> None:
-    source = config.path / "config.toml"
+    source = config.source
     for kind, specs in (("input", config.inputs), ("output", config.outputs)):
         if not specs:
             raise ModelLoadError(
@@ -340,7 +386,7 @@ def _dry_run(
     config: ModelConfig, model_file: Path,
 ) -> None:
     """Run one batch of zeros (1 row; -1 dims as 1) and check what comes back."""
-    source = config.path / "config.toml"
+    source = config.source
     batch = [1] if signature.batched else []
     try:
         with torch_module.inference_mode():
@@ -379,7 +425,7 @@ def _summary(exc: BaseException) -> str:
 
 
 def _parameters(config: ModelConfig) -> tuple[int, bool]:
-    source = config.path / "config.toml"
+    source = config.source
     params = config.parameters
     threads_text = params.get("intra_op_threads", "0")
     try:
@@ -400,7 +446,7 @@ def _parameters(config: ModelConfig) -> tuple[int, bool]:
 
 
 def _check_gpus(torch_module: Any, config: ModelConfig, where: Sequence[Placement]) -> None:
-    source = config.path / "config.toml"
+    source = config.source
     gpus = sorted({p.gpu for p in where if p.gpu is not None})
     if not gpus:
         return
@@ -420,10 +466,12 @@ def _check_gpus(torch_module: Any, config: ModelConfig, where: Sequence[Placemen
 
 def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
     torch_module = _import_torch(config)
-    source = config.path / "config.toml"
+    source = config.source
     # (1) the model file, and where the instances go (KIND_AUTO: the GPU when both the core's
     # driver and this PyTorch can use one; torch first, so a CPU build never asks the driver).
     model_file = _model_file(config, version_dir)
+    if config.auto_complete and not config.inputs and model_file.suffix == ".pt2":
+        config = _complete_from_export(torch_module, config, model_file)
     threads, dry_run = _parameters(config)
     auto = "KIND_GPU" if torch_module.cuda.is_available() and gpu_available() else "KIND_CPU"
     where = placements(config, auto=auto)

@@ -31,7 +31,7 @@ from typing import Any
 
 from pyserver import _core
 from pyserver.backends import Inputs, LoadedModel, placements, reconcile_tensors
-from pyserver.config import MAX_BATCH_SIZE_LIMIT, ModelConfig
+from pyserver.config import MAX_BATCH_SIZE_LIMIT, DynamicBatching, ModelConfig
 from pyserver.errors import InvalidRequest, ModelLoadError
 from pyserver.types import DataType, TensorSpec
 
@@ -265,7 +265,7 @@ class ShapeCheck:
 
 
 def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
-    source = config.path / "config.toml"
+    source = config.source
     plan = version_dir / (config.default_model_filename or "model.plan")
     trt = import_tensorrt(plan)
     # (1) the model file, and where its instances run.
@@ -312,7 +312,8 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
             f"`pyserver build-engine --profiles {needed}` or lower the instance count"
         )
     signature = _signature(first, tensors, needed if dynamic else 1, plan)
-    max_batch_size = config.max_batch_size
+    # Without a configuration file the engine's profiles say how large a batch may be.
+    max_batch_size = 0 if config.auto_complete else config.max_batch_size
     if signature.max_batch_size == 0 and max_batch_size > 0:
         raise ModelLoadError(
             f"{source}: max_batch_size: expected 0, as {plan} has no dynamic batch dimension "
@@ -347,6 +348,9 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
                 context, k if dynamic else None, [t.name for t in inputs], (engine, runtime)
             )
             made.append(_core.device_engine(instance, gpu))
-    filled = dataclasses.replace(config, max_batch_size=max_batch_size)
+    batching = config.dynamic_batching
+    if config.auto_complete and max_batch_size > 0 and batching is None:
+        batching = DynamicBatching()  # a batching engine batches, as Triton auto-completes it
+    filled = config.with_batching(max_batch_size, batching)
     check = ShapeCheck(inputs, signature.ranges, signature.max_batch_size > 0)
     return LoadedModel(filled.with_tensors(inputs, outputs), made, check if check.active else None)

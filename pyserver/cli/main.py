@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pyserver import __version__
 from pyserver.cli import build_engine
+from pyserver.config import DEFAULT_MAX_BATCH_SIZE, MAX_BATCH_SIZE_LIMIT
+from pyserver.dataplane import ControlMode
 from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
 from pyserver.http.server import ServerOptions, run
@@ -88,8 +90,94 @@ def build_parser() -> argparse.ArgumentParser:
         help="page-locked host memory for GPU models' copies, in bytes (default 256 MiB; 0: "
         "none, copies use ordinary memory); staging beyond it falls back to ordinary memory",
     )
+    _add_model_management(serve)
     build_engine.add_parser(commands)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _backend_config(text: str) -> tuple[str, str, str]:
+    """Triton's --backend-config=[<backend>,]<setting>=<value>."""
+    backend, _, setting = text.rpartition(",")
+    key, equals, value = setting.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(
+            f"expected [<backend>,]<setting>=<value> (e.g. default-max-batch-size=8), got {text!r}")
+    return backend, key.strip(), value.strip()
+
+
+def _add_model_management(serve: argparse.ArgumentParser) -> None:
+    """Model management flags, named and meaning as Triton's."""
+    group = serve.add_argument_group("model management")
+    group.add_argument(
+        "--model-control-mode", choices=[m.value for m in ControlMode], default="none",
+        help="none (default): every model at start, the repository API cannot load or unload; "
+        "poll: every model at start, then the repository is rescanned every "
+        "--repository-poll-secs; explicit: --load-model's models at start, the rest through "
+        "the repository API",
+    )
+    group.add_argument(
+        "--load-model", action="append", default=[], metavar="NAME",
+        help="explicit mode: load this model at start (repeatable; '*' loads every model)",
+    )
+    group.add_argument(
+        "--repository-poll-secs", type=_seconds, default=15.0, metavar="N",
+        help="poll mode: seconds between rescans of the repository (default 15)",
+    )
+    group.add_argument(
+        "--model-load-thread-count", type=_positive, default=4, metavar="N",
+        help="threads that load models, off the event loop (default 4)",
+    )
+    group.add_argument(
+        "--exit-timeout-secs", type=_seconds, default=30.0, metavar="N",
+        help="on SIGTERM, wait at most this long for accepted requests (default 30); what is "
+        "left gets 503 and the exit status is 1",
+    )
+    group.add_argument(
+        "--strict-readiness", type=_boolean, default=True, metavar="true|false",
+        help="true (default): ready only when every model that should be loaded is READY; "
+        "false: ready once the server is up",
+    )
+    group.add_argument(
+        "--backend-config", action="append", default=[], type=_backend_config,
+        metavar="[BACKEND,]SETTING=VALUE",
+        help="backend settings; default-max-batch-size=N (default 4) is the max_batch_size of "
+        "models whose configuration is completed from the model file",
+    )
+
+
+def _default_max_batch_size(settings: list[tuple[str, str, str]]) -> int:
+    value = DEFAULT_MAX_BATCH_SIZE
+    for backend, key, text in settings:
+        if key != "default-max-batch-size":
+            raise SystemExit(
+                f"pyserver: --backend-config {backend + ',' if backend else ''}{key}: unknown "
+                "setting; pyserver knows default-max-batch-size")
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= MAX_BATCH_SIZE_LIMIT:
+            raise SystemExit(
+                f"pyserver: --backend-config default-max-batch-size: expected an integer from 0 "
+                f"to {MAX_BATCH_SIZE_LIMIT}, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -109,7 +197,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             LOGS.configure(replace(settings, log_format=args.log_format, log_file=args.log_file))
         except ServerError as exc:
             raise SystemExit(f"pyserver: {exc}") from None
-        run(
+        mode = ControlMode(args.model_control_mode)
+        if args.load_model and mode is not ControlMode.EXPLICIT:
+            raise SystemExit(
+                "pyserver: --load-model needs --model-control-mode explicit (in the other modes "
+                "every model loads at start)")
+        drained = run(
             ServerOptions(
                 model_repository=args.model_repository,
                 host=args.host,
@@ -118,5 +211,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
                 allow_metrics=args.allow_metrics,
                 metrics_port=args.metrics_port,
+                model_control_mode=mode,
+                load_models=tuple(args.load_model),
+                repository_poll_secs=args.repository_poll_secs,
+                model_load_thread_count=args.model_load_thread_count,
+                exit_timeout_secs=args.exit_timeout_secs,
+                strict_readiness=args.strict_readiness,
+                default_max_batch_size=_default_max_batch_size(args.backend_config),
             )
         )
+        if not drained:
+            raise SystemExit(1)

@@ -9,6 +9,7 @@ from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.handlers import Handlers
 from pyserver.http.middleware import error_middleware
 from pyserver.http.observability import RenderMetrics, add_observability_routes
+from pyserver.http.repository_handlers import add_repository_routes
 
 DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 
@@ -36,4 +37,5 @@ def make_app(
         app.router.add_get(prefix + "/stats", h.model_stats)
         app.router.add_post(prefix + "/infer", h.infer)
     add_observability_routes(app, dataplane, render_metrics)
+    add_repository_routes(app, dataplane)
     return app

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from pyserver.dataplane import DataPlane
+from pyserver.dataplane import Admission, DataPlane
 from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
 from pyserver.http.responses import body_size, infer_response, json_response
 from pyserver.logs import bind_request_id
@@ -64,8 +64,12 @@ class Handlers:
 
     async def infer(self, request: web.Request) -> web.Response:
         info = request.match_info
-        # Admitted (or refused, e.g. for a full queue) before the body is read.
-        admission = self._dp.admit(info["model"], info.get("version"))
+        # Admitted (or refused, e.g. for a full queue) before the body is read; the version
+        # counts the request as accepted until its answer is made.
+        with self._dp.admit(info["model"], info.get("version")) as admission:
+            return await self._infer(request, admission)
+
+    async def _infer(self, request: web.Request, admission: Admission) -> web.Response:
         # The body is read once; binary tensors stay views into it until the core's gather.
         body = await read_body(request, self._max_request_size)
         headers = request.headers

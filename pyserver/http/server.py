@@ -13,9 +13,12 @@ from pathlib import Path
 from aiohttp import web
 
 from pyserver.completions import CompletionRouter
-from pyserver.dataplane import DataPlane
+from pyserver.config import DEFAULT_MAX_BATCH_SIZE
+from pyserver.dataplane import ControlMode, DataPlane
+from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE, make_app
 from pyserver.http.observability import make_metrics_app
+from pyserver.lifecycle import ModelManager
 from pyserver.metrics import Metrics
 from pyserver.repository import ModelRepository
 
@@ -33,6 +36,14 @@ class ServerOptions:
     metrics_port: int | None = None
     # page-locked host memory for GPU models' copies (Triton's --pinned-memory-pool-byte-size)
     pinned_memory_pool_byte_size: int | None = None
+    # model management, with Triton's flags' names and meanings
+    model_control_mode: ControlMode = ControlMode.NONE
+    load_models: tuple[str, ...] = ()  # explicit mode: loaded at start ("*": all)
+    repository_poll_secs: float = 15.0
+    model_load_thread_count: int = 4
+    exit_timeout_secs: float = 30.0
+    strict_readiness: bool = True
+    default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # auto-completed models
 
 
 class Server:
@@ -47,45 +58,78 @@ class Server:
         self.metrics_port: int | None = None
         self._router: CompletionRouter | None = None
         self.repository: ModelRepository | None = None
+        self.models: ModelManager | None = None
         self.dataplane: DataPlane | None = None
+        self._poll_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen first (live answers at once, ready only after loading), then load models."""
         loop = asyncio.get_running_loop()
+        options = self.options
+        if not options.model_repository.is_dir():
+            raise ServerError(f"model repository {options.model_repository} is not a directory")
         self._router = CompletionRouter(loop)
-        self.repository = ModelRepository(
-            self.options.model_repository, self._router,
-            self.options.pinned_memory_pool_byte_size,
+        self.repository = ModelRepository(options.model_repository, options.default_max_batch_size)
+        self.models = ModelManager(
+            self.repository, self._router, options.model_load_thread_count,
+            options.pinned_memory_pool_byte_size,
         )
-        self.dataplane = DataPlane(self.repository)
-        if self.options.allow_metrics:
-            self.metrics = Metrics(self.repository.models, self._open_connections)
+        self.dataplane = DataPlane(self.models, options.model_control_mode,
+                                   options.strict_readiness)
+        if options.allow_metrics:
+            self.metrics = Metrics(self.models.models, self._open_connections, lifecycle=self.models)
         render = self.metrics.render if self.metrics is not None else None
-        app = make_app(self.dataplane, self.options.max_request_size, render)
+        app = make_app(self.dataplane, options.max_request_size, render)
         # auto_decompress off: the protocol room undoes Content-Encoding itself, with the size
         # limit applied to the inflated body and 501 for codings it does not know.
         # handler_cancellation: a client that hangs up cancels its handler, which takes its
         # request out of the model's queue if it has not run yet.
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, auto_decompress=False,
-            handler_cancellation=True,
+            handler_cancellation=True, shutdown_timeout=options.exit_timeout_secs,
         )
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.options.host, self.options.http_port, backlog=1024,
-            reuse_address=True,
+            self._runner, options.host, options.http_port, backlog=1024, reuse_address=True,
         )
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        if render is not None and self.options.metrics_port is not None:
+        if render is not None and options.metrics_port is not None:
             await self._start_metrics_site(render)
-        # Loading builds ONNX Runtime sessions, which blocks: keep it off the loop.
-        await loop.run_in_executor(None, self.repository.load_all)
+        await self._load_at_start()
         self.dataplane.set_ready(True)
+        if options.model_control_mode is ControlMode.POLL:
+            self._poll_task = loop.create_task(self._poll_forever())
         log.info(
             "pyserver serving %d model version(s) on http://%s:%d",
-            len(self.repository.models()), self.options.host, self.port,
+            len(self.models.models()), options.host, self.port,
         )
+
+    async def _load_at_start(self) -> None:
+        """Mode none and poll: every model in the repository; explicit: --load-model's."""
+        assert self.models is not None and self.repository is not None
+        options = self.options
+        names = self.repository.names()
+        if options.model_control_mode is ControlMode.EXPLICIT:
+            asked = options.load_models
+            names = names if "*" in asked else list(dict.fromkeys(asked))
+        results = await asyncio.gather(
+            *(self.models.load(name) for name in names), return_exceptions=True
+        )
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, ServerError):
+                raise result
+            if isinstance(result, ServerError):
+                log.error("model %s failed to load: %s", name, result)
+
+    async def _poll_forever(self) -> None:
+        assert self.models is not None
+        while True:
+            await asyncio.sleep(self.options.repository_poll_secs)
+            try:
+                await self.models.poll()
+            except Exception:  # never let one bad scan stop polling
+                log.exception("repository poll failed")
 
     def _open_connections(self) -> int:
         server = self._runner.server if self._runner is not None else None
@@ -104,22 +148,29 @@ class Server:
         await site.start()
         self.metrics_port = int(self._metrics_runner.addresses[0][1])
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Drain and stop: readiness false and new requests 503 at once, every accepted request
+        answered (up to --exit-timeout-secs), models unloaded, listeners closed. True when
+        everything accepted was answered in time."""
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        drained = True
         if self.dataplane is not None:
-            self.dataplane.set_ready(False)
+            drained = await self.dataplane.shutdown(self.options.exit_timeout_secs)
+            if not drained:
+                log.error("requests were still in flight after --exit-timeout-secs %s; they were "
+                          "answered 503", self.options.exit_timeout_secs)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         if self._runner is not None:
-            await self._runner.cleanup()  # stops listening, lets in-flight requests finish
-        if self.repository is not None:
-            # Joining the core's threads blocks: do it off the loop so their last
-            # completions can still be drained.
-            await asyncio.get_running_loop().run_in_executor(None, self.repository.stop)
+            await self._runner.cleanup()  # stops listening, lets in-flight responses finish
         if self._router is not None:
             self._router.close()
+        return drained
 
 
-async def serve_forever(options: ServerOptions) -> None:
+async def serve_forever(options: ServerOptions) -> bool:
+    """Serve until SIGTERM or SIGINT; True when shutdown answered everything accepted."""
     server = Server(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,13 +182,15 @@ async def serve_forever(options: ServerOptions) -> None:
         if server.metrics_port is not None:
             log.info("metrics on http://%s:%d/metrics", options.host, server.metrics_port)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: draining accepted requests (up to %ss)", options.exit_timeout_secs)
     finally:
-        await server.stop()
+        drained = await server.stop()
+    return drained
 
 
-def run(options: ServerOptions) -> None:
-    """Run until SIGTERM/SIGINT, on uvloop when it is installed."""
+def run(options: ServerOptions) -> bool:
+    """Run until SIGTERM/SIGINT, on uvloop when it is installed; True when the shutdown answered
+    every accepted request before --exit-timeout-secs."""
     # The ONNX Runtime workers take the GIL once per batch; a short switch interval lets them
     # have it soon while the loop is busy, instead of waiting out the default 5 ms.
     sys.setswitchinterval(0.0005)
@@ -149,4 +202,4 @@ def run(options: ServerOptions) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         loop_factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve_forever(options))
+        return runner.run(serve_forever(options))

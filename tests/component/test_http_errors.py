@@ -258,7 +258,7 @@ def test_clients_that_hang_up_do_not_hurt_the_server(make_repository, serve_repo
                                       {"Inference-Header-Content-Length": str(len(header))})
     assert status == 200
     assert json.loads(answer)["outputs"][0]["data"] == [1.0, 2.0]
-    model = running.server.repository.get("slow")
+    model = running.server.models.get("slow")
     deadline = time.monotonic() + 10
     while model.stats()["pending"] and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -247,7 +247,7 @@ def test_rejected_and_canceled_failures_and_the_queue_gauge(make_repository, ser
             + "[dynamic_batching]\n[dynamic_batching.default_queue_policy]\nmax_queue_size = 2\n")
     slow = slow.replace("max_batch_size = 256", "max_batch_size = 1")
     running = serve_repository(make_repository({"slow": slow}))
-    model = running.server.repository.get("slow")
+    model = running.server.models.get("slow")
     port = running.port
     raw = np.zeros(16, dtype=np.float32).tobytes()
     header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32",

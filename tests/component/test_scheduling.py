@@ -52,7 +52,7 @@ def raw_request(model: str, payload: bytes) -> bytes:
 
 
 def model_of(running: RunningServer, name: str) -> Any:
-    return running.server.repository.get(name)  # type: ignore[attr-defined]
+    return running.server.models.get(name)  # type: ignore[attr-defined]
 
 
 def wait_until(predicate: Callable[[], bool], what: str) -> None:

@@ -66,7 +66,7 @@ async def infer_all(url: str) -> list[dict[str, Any]]:
 def test_answers_are_input_plus_one_from_per_instance_contexts(
     running: RunningServer, trt: ModuleType, fake_cuda: Any
 ) -> None:
-    model = running.server.repository.get("add")  # type: ignore[attr-defined]
+    model = running.server.models.get("add")  # type: ignore[attr-defined]
     assert [e.gpu for e in model.engines] == [0, 0, 1, 1]
     answers = asyncio.run(infer_all(f"{running.http}/v2/models/add/infer"))
     for i, answer in enumerate(answers):

@@ -59,7 +59,7 @@ def test_metrics_port_and_json_logs() -> None:
     assert proc.returncode == 0, out.decode()
     logged = [line for line in out.decode().splitlines() if not line.startswith("pyserver: ready")]
     records = [json.loads(line) for line in logged]  # every line one JSON object
-    assert any(r["message"].startswith("model identity loaded") for r in records)
+    assert any(r["message"] == "model identity version 1: READY" for r in records)
     assert any(f":{metrics_port}/metrics" in r["message"] for r in records)
     # the default level logs nothing per request
     assert not any("e2e-1" in line or "/infer" in line for line in logged)

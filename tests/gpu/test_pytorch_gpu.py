@@ -146,7 +146,7 @@ async def infer_all(url: str, model: str, requests: list[np.ndarray], input_name
 
 
 def model_of(running: RunningServer, name: str) -> Any:
-    return running.server.repository.get(name)  # type: ignore[attr-defined]
+    return running.server.models.get(name)  # type: ignore[attr-defined]
 
 
 def batch_stats(running: RunningServer, name: str) -> dict[int, dict[str, Any]]:

@@ -64,18 +64,19 @@ def test_a_bad_pinned_memory_pool_size_is_refused(
 
 
 def test_the_pool_size_reaches_the_core(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """The repository configures the core's pool before it loads any model."""
+    """The model manager configures the core's pool before it loads any model."""
     import asyncio
 
     from pyserver import _core
     from pyserver.completions import CompletionRouter
+    from pyserver.lifecycle import ModelManager
     from pyserver.repository import ModelRepository
 
     calls: list[int] = []
     monkeypatch.setattr(_core, "configure_pinned_memory", calls.append)
     loop = asyncio.new_event_loop()
     try:
-        ModelRepository(tmp_path, CompletionRouter(loop), 12345).load_all()
+        ModelManager(ModelRepository(tmp_path), CompletionRouter(loop), 1, 12345)
     finally:
         loop.close()
     assert calls == [12345]

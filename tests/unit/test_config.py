@@ -13,15 +13,21 @@ from pyserver.config import (
     QueuePolicy,
     VersionPolicy,
     load_config,
-    model_versions,
+    to_triton,
 )
 from pyserver.errors import ModelLoadError
+from pyserver.repository import ModelRepository
 from pyserver.types import DataType, ModelSignature, TensorSpec
 
 ENGINES = Path(__file__).resolve().parents[2] / "engines"
 
 MINIMAL = 'backend = "onnxruntime"\nmax_batch_size = 8\n'
 TENSOR = '[[input]]\nname = "x"\ndata_type = "TYPE_FP32"\ndims = [4]\n'
+
+
+def model_versions(config: ModelConfig) -> list[int]:
+    """The versions the repository serves for the model of `config`."""
+    return list(ModelRepository(config.path.parent).read(config.name).versions)
 
 
 def write_model(root: Path, text: str, name: str = "m") -> Path:
@@ -96,7 +102,7 @@ def test_digits_leaves_tensors_to_the_model_file() -> None:
 
 
 def test_to_triton_field_names() -> None:
-    triton = load_config(ENGINES / "identity_bytes").to_triton()
+    triton = to_triton(load_config(ENGINES / "identity_bytes"))
     assert triton == {
         "name": "identity_bytes",
         "platform": "identity",
@@ -118,7 +124,7 @@ def test_to_triton_field_names() -> None:
         "version_policy": {"latest": {"num_versions": 1}},
         "default_model_filename": "",
     }
-    add_sub = load_config(ENGINES / "add_sub").to_triton()
+    add_sub = to_triton(load_config(ENGINES / "add_sub"))
     assert add_sub["parameters"] == {
         "intra_op_num_threads": {"string_value": "1"},
         "graph_optimization_level": {"string_value": "all"},
@@ -158,7 +164,7 @@ def test_to_triton_full(tmp_path: Path) -> None:
     assert config.inputs == (TensorSpec("images", DataType.FP16, (3, -1, -1)),)
     assert config.version_policy == VersionPolicy("specific", 1, (2, 1))
     assert dict(config.parameters) == {"fp16": "true", "workspace_mb": "512", "ratio": "0.5"}
-    triton = config.to_triton()
+    triton = to_triton(config)
     assert triton["dynamic_batching"]["preferred_batch_size"] == [8, 32]
     assert triton["dynamic_batching"]["max_queue_delay_microseconds"] == 500
     assert triton["instance_group"] == [
@@ -189,7 +195,7 @@ def test_scheduling_policies(tmp_path: Path) -> None:
     assert batching.default_queue_policy == QueuePolicy(max_queue_size=16)
     assert batching.priority_queue_policy == (
         (1, QueuePolicy("DELAY", 2000, True, 0)),)
-    triton = load_config(model_dir).to_triton()["dynamic_batching"]
+    triton = to_triton(load_config(model_dir))["dynamic_batching"]
     assert triton["priority_queue_policy"] == {"1": {
         "timeout_action": "DELAY", "default_timeout_microseconds": 2000,
         "allow_timeout_override": True, "max_queue_size": 0}}
@@ -207,7 +213,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.platform == "pytorch_libtorch"
     assert config.max_batch_size == 0
     assert config.dynamic_batching is None
-    assert "dynamic_batching" not in config.to_triton()
+    assert "dynamic_batching" not in to_triton(config)
     assert config.instance_group == (InstanceGroup(1, "KIND_AUTO", ()),)
     assert config.version_policy == VersionPolicy("latest", 1, ())
     assert config.default_model_filename == "model.pt"
@@ -242,7 +248,8 @@ def test_model_versions(tmp_path: Path, policy: str, expected: list[int]) -> Non
 
 
 def test_model_versions_none(tmp_path: Path) -> None:
-    assert model_versions(load_config(write_model(tmp_path, MINIMAL))) == []
+    with pytest.raises(ModelLoadError, match="no numeric version folder to serve"):
+        model_versions(load_config(write_model(tmp_path, MINIMAL)))
 
 
 def test_specific_version_missing(tmp_path: Path) -> None:
@@ -386,7 +393,7 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="config.toml: not found"):
+    with pytest.raises(ModelLoadError, match="no config.toml or config.pbtxt, and no model file"):
         load_config(tmp_path)
 
 

@@ -1,225 +1,60 @@
-"""A model's configuration: `<model_dir>/config.toml`, read into frozen dataclasses.
+"""The one check of a model configuration: a table with Triton's names in, a ModelConfig out.
 
-Names follow Triton's model configuration (max_batch_size, dynamic_batching, instance_group,
-version_policy, ...) so that people who know Triton can read a config at sight, and so that
-`to_triton()` can answer GET /v2/models/{m}/config in Triton's shape.
+config.toml is such a table as TOML parses it; Triton's config.pbtxt and the JSON of a load
+request are turned into one by their own modules (pbtxt.py, triton_json.py) and checked here too,
+so the three formats mean the same and fail with the same words.
 
-Every mistake in a config raises ModelLoadError with one message naming the file, the dotted key
-(`input[1].dims`) and what was expected and found. Unknown keys are errors, not warnings: a typo
-such as `max_batch_sise` must not silently fall back to a default.
+Every mistake raises ModelLoadError with one message naming the source (the file), the dotted
+key (`input[1].dims`) and what was expected and found. Unknown keys are errors, not warnings: a
+typo such as `max_batch_sise` must not silently fall back to a default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import tomllib
 import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pyserver.config.schema import (
+    BACKEND_BY_PLATFORM,
+    INT32_MAX,
+    MAX_BATCH_SIZE_LIMIT,
+    MAX_INSTANCES,
+    MAX_PRIORITY_LEVELS,
+    MAX_WARMUP_COUNT,
+    Backend,
+    DynamicBatching,
+    InstanceGroup,
+    InstanceKind,
+    ModelConfig,
+    ModelWarmup,
+    QueuePolicy,
+    TimeoutAction,
+    VersionPolicy,
+    VersionPolicyKind,
+    WarmupData,
+    WarmupInput,
+)
 from pyserver.errors import ModelLoadError
-from pyserver.types import DataType, ModelSignature, TensorSpec
+from pyserver.types import DataType, TensorSpec
 
-CONFIG_FILENAME = "config.toml"
-INT32_MAX = 2**31 - 1
-MAX_BATCH_SIZE_LIMIT = 65536  # the core preallocates per-batch-size statistics up to this
-MAX_INSTANCES = 64  # instances of one model on one device: threads, not a resource to hoard
-MAX_PRIORITY_LEVELS = 1024  # the core's limit
-
-# backend -> (platform, default model file name)
-_BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime_onnx", "model.onnx"),
-    "identity": ("identity", ""),
-    "tensorrt": ("tensorrt_plan", "model.plan"),
-    "pytorch": ("pytorch_libtorch", "model.pt"),
-}
-_PLATFORMS: dict[str, str] = {platform: backend for backend, (platform, _) in _BACKENDS.items()}
-_INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
-_TOP_LEVEL_KEYS = (
+TOP_LEVEL_KEYS = (
     "name", "backend", "platform", "max_batch_size", "input", "inputs", "output", "outputs",
     "dynamic_batching", "instance_group", "version_policy", "parameters",
-    "default_model_filename",
+    "default_model_filename", "model_warmup",
 )
 
 
-@dataclass(frozen=True)
-class QueuePolicy:
-    """Triton's ModelQueuePolicy: how long a request may wait and how many may wait. A timeout
-    of 0 means none; a max_queue_size of 0 means unbounded. A request's own `timeout`
-    parameter counts only with allow_timeout_override, and only to shorten the wait."""
-
-    timeout_action: str = "REJECT"  # or "DELAY": move behind the level's other requests
-    default_timeout_microseconds: int = 0
-    allow_timeout_override: bool = False
-    max_queue_size: int = 0
-
-    def to_triton(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def read_config(raw: dict[str, Any], model_dir: Path, source: str, *,
+                name: str | None = None) -> ModelConfig:
+    """Check the table `raw` (read from `source`) of the model in `model_dir`; the model's
+    name is `name`, or the folder's."""
+    return _Reader(source).config(raw, model_dir, name)
 
 
-@dataclass(frozen=True)
-class DynamicBatching:
-    """Requests are gathered into batches; an empty preferred_batch_size means "as large as the
-    queue allows, up to max_batch_size". Priority levels (1 = highest) each have a queue policy:
-    their own from priority_queue_policy, else default_queue_policy. latency_target_microseconds
-    (pyserver's, not Triton's) replaces the fixed queue delay with one chosen from measured
-    execution times (see csrc/core/scheduler.h)."""
-
-    preferred_batch_size: tuple[int, ...] = ()
-    max_queue_delay_microseconds: int = 0
-    preserve_ordering: bool = False
-    priority_levels: int = 0
-    default_priority_level: int = 0
-    default_queue_policy: QueuePolicy = QueuePolicy()
-    priority_queue_policy: tuple[tuple[int, QueuePolicy], ...] = ()  # (level, policy), ascending
-    latency_target_microseconds: int = 0
-
-
-@dataclass(frozen=True)
-class InstanceGroup:
-    """`count` instances of the model on one kind of device (KIND_CPU, KIND_GPU or KIND_AUTO,
-    which lets the backend pick); `gpus` restricts KIND_GPU instances to those devices."""
-
-    count: int = 1
-    kind: str = "KIND_CPU"
-    gpus: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which numbered version folders are served: the `num_versions` highest ("latest"), every
-    one ("all"), or those listed in `versions` ("specific")."""
-
-    kind: str = "latest"
-    num_versions: int = 1
-    versions: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """One model's configuration. `inputs` and `outputs` may be empty when config.toml leaves
-    them out; the backend then fills them from the model file (`with_tensors`)."""
-
-    name: str
-    backend: str
-    platform: str
-    max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    dynamic_batching: DynamicBatching | None
-    instance_group: tuple[InstanceGroup, ...]
-    version_policy: VersionPolicy
-    # A read-only mapping; not hashable, so it takes no part in the dataclass hash.
-    parameters: Mapping[str, str] = field(hash=False)
-    default_model_filename: str
-    path: Path
-
-    def signature(self) -> ModelSignature:
-        return ModelSignature(self.name, self.max_batch_size, self.inputs, self.outputs)
-
-    def with_tensors(
-        self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
-    ) -> ModelConfig:
-        """A copy with the tensors filled in (from the model file)."""
-        return dataclasses.replace(self, inputs=tuple(inputs), outputs=tuple(outputs))
-
-    def to_triton(self) -> dict[str, Any]:
-        """The JSON of GET /v2/models/{m}/config, with Triton's field names."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "platform": self.platform,
-            "backend": self.backend,
-            "max_batch_size": self.max_batch_size,
-            "input": [_tensor_to_triton(t) for t in self.inputs],
-            "output": [_tensor_to_triton(t) for t in self.outputs],
-        }
-        batching = self.dynamic_batching
-        if batching is not None:
-            out["dynamic_batching"] = {
-                "preferred_batch_size": list(batching.preferred_batch_size),
-                "max_queue_delay_microseconds": batching.max_queue_delay_microseconds,
-                "preserve_ordering": batching.preserve_ordering,
-                "priority_levels": batching.priority_levels,
-                "default_priority_level": batching.default_priority_level,
-                "default_queue_policy": batching.default_queue_policy.to_triton(),
-                "priority_queue_policy": {
-                    str(level): policy.to_triton() for level, policy in batching.priority_queue_policy
-                },
-            }
-            if batching.latency_target_microseconds:
-                out["dynamic_batching"]["latency_target_microseconds"] = (
-                    batching.latency_target_microseconds
-                )
-        # Triton names unnamed groups "<model>_<index>".
-        out["instance_group"] = [
-            {"name": f"{self.name}_{i}", "kind": g.kind, "count": g.count, "gpus": list(g.gpus)}
-            for i, g in enumerate(self.instance_group)
-        ]
-        out["parameters"] = {k: {"string_value": v} for k, v in self.parameters.items()}
-        policy = self.version_policy
-        if policy.kind == "latest":
-            out["version_policy"] = {"latest": {"num_versions": policy.num_versions}}
-        elif policy.kind == "all":
-            out["version_policy"] = {"all": {}}
-        else:
-            out["version_policy"] = {"specific": {"versions": list(policy.versions)}}
-        out["default_model_filename"] = self.default_model_filename
-        return out
-
-
-def _tensor_to_triton(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "data_type": spec.datatype.config_name, "dims": list(spec.dims)}
-
-
-def load_config(model_dir: Path) -> ModelConfig:
-    """Read and check `<model_dir>/config.toml`; raise ModelLoadError naming file and key."""
-    model_dir = Path(model_dir)
-    file = model_dir / CONFIG_FILENAME
-    try:
-        with file.open("rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{file}: not found; every model folder needs one") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelLoadError(f"{file}: invalid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{file}: cannot be read: {exc}") from None
-    return _Reader(file).config(raw, model_dir)
-
-
-def model_versions(config: ModelConfig) -> list[int]:
-    """The version folders the policy serves, ascending. Like Triton, only folders named by a
-    positive integer without leading zeros count; anything else in the model folder is ignored.
-    Returns [] when there is no version folder; a "specific" version that has no folder is an
-    error."""
-    try:
-        entries = list(config.path.iterdir())
-    except OSError as exc:
-        raise ModelLoadError(f"{config.path}: cannot list version folders: {exc}") from None
-    present = sorted(
-        int(p.name)
-        for p in entries
-        if p.is_dir() and p.name.isascii() and p.name.isdigit() and not p.name.startswith("0")
-    )
-    policy = config.version_policy
-    if policy.kind == "all":
-        return present
-    if policy.kind == "latest":
-        return present[-policy.num_versions:] if present else []
-    missing = [v for v in policy.versions if v not in present]
-    if missing:
-        raise ModelLoadError(
-            f"{config.path / CONFIG_FILENAME}: version_policy.specific.versions: expected a "
-            f"folder for each listed version under {config.path}, got none for "
-            f"{', '.join(map(str, missing))}"
-        )
-    return sorted(policy.versions)
-
-
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     """How a found value reads in a message, in TOML's words so `true` is not taken for 1."""
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
@@ -239,11 +74,11 @@ def _describe(value: object) -> str:
 class _Reader:
     """Checks the parsed TOML of one file; every error it raises names that file."""
 
-    def __init__(self, file: Path) -> None:
-        self.file = file
+    def __init__(self, source: str) -> None:
+        self.file = source
 
     def error(self, key: str, expected: str, found: object) -> ModelLoadError:
-        return ModelLoadError(f"{self.file}: {key}: expected {expected}, got {_describe(found)}")
+        return ModelLoadError(f"{self.file}: {key}: expected {expected}, got {describe(found)}")
 
     # -- scalars and shapes ------------------------------------------------------------------
 
@@ -282,21 +117,22 @@ class _Reader:
             raise self.error(key, expected, value)
         return value
 
-    def choice(self, value: object, key: str, choices: tuple[str, ...] | list[str]) -> str:
+    def choice(self, value: object, key: str, choices: Sequence[str]) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise self.error(key, f"one of {', '.join(map(repr, choices))}", value)
+            raise self.error(key, f"one of {', '.join(repr(str(c)) for c in choices)}", value)
         return value
 
     # -- the config ----------------------------------------------------------------------------
 
-    def config(self, raw: dict[str, Any], model_dir: Path) -> ModelConfig:
-        self.table(raw, "", _TOP_LEVEL_KEYS)
-        folder = model_dir.name or model_dir.resolve().name
+    def config(self, raw: dict[str, Any], model_dir: Path, model_name: str | None) -> ModelConfig:
+        self.table(raw, "", TOP_LEVEL_KEYS)
+        folder = model_name or model_dir.name or model_dir.resolve().name
         name = folder
         if "name" in raw:
             name = self.string(raw["name"], "name")
             if name != folder:
-                raise self.error("name", f"the model folder's name {folder!r}", name)
+                what = "the model's name" if model_name else "the model folder's name"
+                raise self.error("name", f"{what} {folder!r}", name)
         backend, platform = self.backend_and_platform(raw)
         max_batch_size = self.integer(
             raw.get("max_batch_size", 0), "max_batch_size", 0, MAX_BATCH_SIZE_LIMIT)
@@ -305,14 +141,14 @@ class _Reader:
         dynamic_batching = None
         if "dynamic_batching" in raw:
             dynamic_batching = self.dynamic_batching(raw["dynamic_batching"], max_batch_size)
-        instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(kind="KIND_AUTO"),)
+        instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(kind=InstanceKind.KIND_AUTO),)
         if "instance_group" in raw:
             instance_group = self.instance_groups(raw["instance_group"])
         version_policy = VersionPolicy()
         if "version_policy" in raw:
             version_policy = self.version_policy(raw["version_policy"])
         parameters = self.parameters(raw.get("parameters", {}))
-        filename = _BACKENDS[backend][1]
+        filename = backend.model_filename
         if "default_model_filename" in raw:
             filename = self.string(
                 raw["default_model_filename"], "default_model_filename",
@@ -325,23 +161,25 @@ class _Reader:
             inputs=inputs, outputs=outputs, dynamic_batching=dynamic_batching,
             instance_group=instance_group, version_policy=version_policy,
             parameters=parameters, default_model_filename=filename, path=model_dir,
+            model_warmup=self.warmups(raw.get("model_warmup", []), max_batch_size),
+            source=self.file,
         )
 
-    def backend_and_platform(self, raw: dict[str, Any]) -> tuple[str, str]:
-        backends = sorted(_BACKENDS)
+    def backend_and_platform(self, raw: dict[str, Any]) -> tuple[Backend, str]:
+        backends = sorted(Backend)
         if "backend" in raw:
-            backend = self.choice(raw["backend"], "backend", backends)
-            platform = _BACKENDS[backend][0]
+            backend = Backend(self.choice(raw["backend"], "backend", backends))
+            platform = backend.platform
             if "platform" in raw and raw["platform"] != platform:
                 raise self.error(
-                    "platform", f"{platform!r} for backend {backend!r} (or no platform)",
+                    "platform", f"{platform!r} for backend '{backend}' (or no platform)",
                     raw["platform"])
             return backend, platform
         if "platform" in raw:
-            platform = self.choice(raw["platform"], "platform", sorted(_PLATFORMS))
-            return _PLATFORMS[platform], platform
+            platform = self.choice(raw["platform"], "platform", sorted(BACKEND_BY_PLATFORM))
+            return BACKEND_BY_PLATFORM[platform], platform
         raise ModelLoadError(
-            f"{self.file}: backend: expected one of {', '.join(map(repr, backends))} "
+            f"{self.file}: backend: expected one of {', '.join(repr(str(b)) for b in backends)} "
             f"(or a platform such as 'onnxruntime_onnx'), got neither backend nor platform"
         )
 
@@ -474,8 +312,8 @@ class _Reader:
             "max_queue_size",
         ))
         return QueuePolicy(
-            timeout_action=self.choice(
-                item.get("timeout_action", "REJECT"), f"{key}.timeout_action", ("REJECT", "DELAY")),
+            timeout_action=TimeoutAction(self.choice(
+                item.get("timeout_action", "REJECT"), f"{key}.timeout_action", list(TimeoutAction))),
             default_timeout_microseconds=self.integer(
                 item.get("default_timeout_microseconds", 0),
                 f"{key}.default_timeout_microseconds", 0),
@@ -494,7 +332,8 @@ class _Reader:
             key = f"instance_group[{i}]"
             item = self.table(raw, key, ("count", "kind", "gpus"))
             count = self.integer(item.get("count", 1), f"{key}.count", 1, MAX_INSTANCES)
-            kind = self.choice(item.get("kind", "KIND_CPU"), f"{key}.kind", _INSTANCE_KINDS)
+            kind = InstanceKind(
+                self.choice(item.get("kind", "KIND_CPU"), f"{key}.kind", list(InstanceKind)))
             gpus_expected = "an array of GPU indices (integers >= 0)"
             gpus = tuple(
                 self.integer(g, f"{key}.gpus[{j}]", 0, expected=gpus_expected)
@@ -519,10 +358,10 @@ class _Reader:
         if kind == "latest":
             body = self.table(body, f"{key}.latest", ("num_versions",))
             n = self.integer(body.get("num_versions", 1), f"{key}.latest.num_versions", 1)
-            return VersionPolicy("latest", num_versions=n)
+            return VersionPolicy(VersionPolicyKind.LATEST, num_versions=n)
         if kind == "all":
             self.table(body, f"{key}.all", ())
-            return VersionPolicy("all")
+            return VersionPolicy(VersionPolicyKind.ALL)
         body = self.table(body, f"{key}.specific", ("versions",))
         vkey = f"{key}.specific.versions"
         expected = "a non-empty array of version numbers (integers >= 1)"
@@ -534,7 +373,7 @@ class _Reader:
         versions = tuple(
             self.integer(v, f"{vkey}[{i}]", 1, expected=expected)
             for i, v in enumerate(raw_versions))
-        return VersionPolicy("specific", versions=versions)
+        return VersionPolicy(VersionPolicyKind.SPECIFIC, versions=versions)
 
     def parameters(self, value: object) -> Mapping[str, str]:
         if not isinstance(value, dict):
@@ -548,3 +387,60 @@ class _Reader:
             else:
                 raise self.error(f"parameters.{k}", "a string, number or boolean", v)
         return types.MappingProxyType(out)
+
+    def warmups(self, value: object, max_batch_size: int) -> tuple[ModelWarmup, ...]:
+        key = "model_warmup"
+        items = self.array(value, key, "an array of tables ([[model_warmup]])")
+        out = []
+        for i, raw in enumerate(items):
+            where = f"{key}[{i}]"
+            item = self.table(raw, where, ("name", "batch_size", "count", "inputs"))
+            name = self.string(item.get("name", f"warmup_{i}"), f"{where}.name")
+            if max_batch_size > 0:
+                batch_size = self.integer(
+                    item.get("batch_size", 1), f"{where}.batch_size", 1, max_batch_size,
+                    f"an integer from 1 to max_batch_size ({max_batch_size})")
+            else:
+                batch_size = self.integer(
+                    item.get("batch_size", 1), f"{where}.batch_size", 0, 1,
+                    "1 (or 0): the model does not batch")
+            count = self.integer(item.get("count", 1), f"{where}.count", 0, MAX_WARMUP_COUNT)
+            inputs_raw = item.get("inputs")
+            if not isinstance(inputs_raw, dict) or not inputs_raw:
+                raise self.error(f"{where}.inputs", "a table of inputs by name", inputs_raw)
+            inputs = tuple(
+                self.warmup_input(input_name, spec, f"{where}.inputs.{input_name}")
+                for input_name, spec in inputs_raw.items()
+            )
+            out.append(ModelWarmup(name, batch_size, max(count, 1), inputs))
+        return tuple(out)
+
+    def warmup_input(self, name: str, value: object, key: str) -> WarmupInput:
+        item = self.table(value, key, ("data_type", "datatype", "dims", *list(WarmupData)))
+        type_key = "datatype" if "datatype" in item else "data_type"
+        if type_key not in item:
+            raise ModelLoadError(
+                f"{self.file}: {key}.data_type: expected a datatype such as TYPE_FP32, got none")
+        datatype = self.datatype(item[type_key], f"{key}.{type_key}")
+        dims_expected = "a list of positive integers (no -1: warmup data has a fixed shape)"
+        dims = tuple(
+            self.integer(d, f"{key}.dims[{j}]", 1, expected=dims_expected)
+            for j, d in enumerate(self.array(item.get("dims", []), f"{key}.dims", dims_expected))
+        )
+        sources = [d for d in WarmupData if d in item and item[d] not in (False, "")]
+        if len(sources) != 1:
+            raise ModelLoadError(
+                f"{self.file}: {key}: expected exactly one of zero_data = true, random_data = "
+                f"true or input_data_file = \"name\", got "
+                f"{', '.join(sources) if sources else 'none'}"
+            )
+        data = sources[0]
+        file = ""
+        if data is WarmupData.FILE:
+            file = self.string(item[data], f"{key}.{data}", "a file name under the model's warmup/ folder")
+            if file.startswith("/") or ".." in Path(file).parts:
+                raise self.error(f"{key}.{data}", "a file name under the model's warmup/ folder", file)
+        else:
+            if item[data] is not True:
+                raise self.error(f"{key}.{data}", "true", item[data])
+        return WarmupInput(name, datatype, dims, data, file)
