@@ -211,6 +211,12 @@ class ModelManager:
             try:
                 with files_folder(name, files) if files else nullcontext() as folder:
                     await self._load_locked(entry, folder, config_json, version)
+            except NotFound as exc:
+                if not entry.serving and not entry.status:
+                    del self._entries[name]  # no such model: nothing to remember of it
+                else:
+                    self._failed(entry, str(exc))
+                raise ModelLoadError(str(exc)) from None
             except ServerError as exc:
                 self._failed(entry, str(exc))
                 raise ModelLoadError(str(exc)) from None
@@ -293,10 +299,7 @@ class ModelManager:
             for model in built.values():
                 await asyncio.get_running_loop().run_in_executor(None, model.stop)
             for v in versions:
-                if v in entry.serving:
-                    # The old version keeps serving; the index shows why the reload failed.
-                    entry.status[v] = VersionStatus(ModelState.READY, f"reload failed: {exc}")
-                else:
+                if v not in entry.serving:  # (a serving one keeps serving: see _failed)
                     self._set_status(entry, v, ModelState.UNAVAILABLE, str(exc))
             raise
         return built
@@ -310,9 +313,12 @@ class ModelManager:
         if entry.serving:
             log.error("model %s: reload failed, the versions serving keep serving: %s",
                       entry.name, reason)
+            for v in entry.serving:  # the index shows why
+                entry.status[v] = VersionStatus(ModelState.READY, f"reload failed: {reason}")
         else:
             entry.reason = reason
-            self._changed(entry.name, None, ModelState.UNAVAILABLE, reason)
+            if not any(status.reason == reason for status in entry.status.values()):
+                self._changed(entry.name, None, ModelState.UNAVAILABLE, reason)
 
     # -- unloading ----------------------------------------------------------------------------
 

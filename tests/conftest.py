@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ def start_server(repository: Path, **options: object) -> tuple[RunningServer, th
 
     from pyserver.http.server import Server, ServerOptions
 
+    # As `pyserver serve` runs (pyserver.http.server.run): engine threads get the GIL soon.
+    sys.setswitchinterval(0.0005)
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="pyserver-test-loop", daemon=True)
     thread.start()

@@ -146,6 +146,9 @@ class _Parser:
         if token.kind == "punct" and token.text in _CLOSE:
             self.take()
             return self.shape(self.message(_CLOSE[token.text], depth + 1))
+        if token.kind == "punct" and token.text == "[":  # a list of messages needs no ':'
+            self.take()
+            return _List(self.list_values(depth))
         raise self.error(token, f"':' or '{{' after the field name {name.text!r}")
 
     def list_values(self, depth: int) -> list[Any]:

@@ -149,7 +149,7 @@ class _Reader:
             version_policy = self.version_policy(raw["version_policy"])
         parameters = self.parameters(raw.get("parameters", {}))
         filename = backend.model_filename
-        if "default_model_filename" in raw:
+        if raw.get("default_model_filename", "") != "":  # "" is protobuf's default: the default
             filename = self.string(
                 raw["default_model_filename"], "default_model_filename",
                 "a file name inside the version folder")

@@ -116,11 +116,9 @@ class Server:
         results = await asyncio.gather(
             *(self.models.load(name) for name in names), return_exceptions=True
         )
-        for name, result in zip(names, results, strict=True):
+        for result in results:  # a model's failure is logged with its reason where it fails
             if isinstance(result, BaseException) and not isinstance(result, ServerError):
                 raise result
-            if isinstance(result, ServerError):
-                log.error("model %s failed to load: %s", name, result)
 
     async def _poll_forever(self) -> None:
         assert self.models is not None
