@@ -97,3 +97,42 @@ def test_answers_are_input_plus_one_from_per_instance_contexts(
     assert len({e["context"] for e in executions}) >= 2  # concurrent batches, several instances
     counters = fake_cuda.counters()
     assert counters["htod"] >= len(executions) and counters["dtoh"] >= len(executions)
+
+
+def test_unload_frees_device_memory_streams_and_contexts(
+    fake_cuda: Any, trt: ModuleType, make_repository: Any, serve_repository: Any
+) -> None:
+    """Load and unload a GPU model 20 times (through the fake driver): after each unload every
+    device allocation, stream, event and context reference it made is given back."""
+    from pyserver.dataplane import ControlMode
+
+    repo: Path = make_repository({"add": CONFIG})
+    profile = [[1, 4], [2, 4], [2, 4]]
+    (repo / "add" / "1" / "model.plan").write_bytes(trt.plan(
+        [{"name": "x", "mode": "INPUT", "dtype": "FLOAT", "shape": [-1, 4]},
+         {"name": "y", "mode": "OUTPUT", "dtype": "FLOAT", "shape": [-1, 4]}],
+        [{"x": profile}, {"x": profile}],
+    ))
+    running: RunningServer = serve_repository(repo, model_control_mode=ControlMode.EXPLICIT)
+
+    async def cycle() -> None:
+        async with aiohttp.ClientSession() as session:
+            load = f"{running.http}/v2/repository/models/add/load"
+            async with session.post(load, data=b"{}") as response:
+                assert response.status == 200, await response.text()
+        await infer_all(f"{running.http}/v2/models/add/infer")
+        async with aiohttp.ClientSession() as session:
+            unload = f"{running.http}/v2/repository/models/add/unload"
+            async with session.post(unload, data=b"{}") as response:
+                assert response.status == 200, await response.text()
+
+    copies = 0
+    for _ in range(20):
+        asyncio.run(cycle())
+        c = fake_cuda.counters()
+        assert c["htod"] > copies and c["mem_alloc"] > 0  # this cycle ran on the "GPU"
+        copies = c["htod"]
+        assert c["device_bytes"] == 0, c
+        assert c["mem_alloc"] == c["mem_free"], c
+        assert c["stream_create"] == c["stream_destroy"], c
+        assert c["event_create"] == c["event_destroy"], c
