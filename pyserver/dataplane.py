@@ -27,7 +27,7 @@ from typing import Any
 
 from pyserver import __version__
 from pyserver.config import to_triton
-from pyserver.errors import InvalidRequest, NotFound, Unavailable
+from pyserver.errors import InvalidRequest, NotFound, ServerError, Unavailable, from_status
 from pyserver.lifecycle import ModelManager
 from pyserver.logs import LOGS
 from pyserver.model import Model
@@ -42,6 +42,8 @@ EXTENSIONS = (
 
 # A transport's decoder: its wire request, checked against the model's signature.
 Decoder = Callable[[ModelSignature], InferRequest]
+# How an inference ends: (the response, None) or (None, the error).
+Finished = Callable[["InferResponse | None", "ServerError | None"], None]
 
 
 @dataclass(slots=True)
@@ -253,8 +255,10 @@ class DataPlane:
         await self.models.stop()
         return drained
 
-    async def infer(self, admission: Admission, decode: Decoder) -> InferResponse:
-        """Steps 2 and 3: decode with the transport's decoder, queue, wait for the outputs."""
+    def start_infer(self, admission: Admission, decode: Decoder, done: Finished) -> int:
+        """Steps 2 and 3: decode with the transport's decoder (errors raise here, counted as
+        failures), queue; `done(response, None)` or `done(None, error)` is called on the loop
+        thread when the outputs are in. Returns the id `cancel_infer` takes."""
         model = admission.model
         try:
             request = decode(model.signature)
@@ -262,8 +266,39 @@ class DataPlane:
         except Exception:
             admission.fail()
             raise
-        results = await model.infer(request)
-        return InferResponse(model, request, results)
+
+        def finished(code: int, payload: Any) -> None:
+            if code == 0:
+                done(InferResponse(model, request, payload), None)
+            else:
+                done(None, from_status(code, payload))
+
+        return model.submit(request, finished)
+
+    def cancel_infer(self, admission: Admission, request_id: int) -> None:
+        """The client went away: a queued request leaves the queue (counted CANCELED), a
+        running one finishes unheard."""
+        admission.model.cancel(request_id)
+
+    async def infer(self, admission: Admission, decode: Decoder) -> InferResponse:
+        """`start_infer`, awaited: cancelling the awaiting task cancels the request."""
+        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+
+        def done(response: InferResponse | None, error: ServerError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert response is not None
+                future.set_result(response)
+
+        request_id = self.start_infer(admission, decode, done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel_infer(admission, request_id)
+            raise
 
 
 def _model_stats(model: Model) -> dict[str, Any]:

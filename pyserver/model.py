@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyserver import _core
-from pyserver.completions import CompletionRouter
+from pyserver.completions import CompletionRouter, Done
 from pyserver.config import ModelConfig, QueuePolicy
 from pyserver.errors import Unavailable
 from pyserver.protocol.codec import InferRequest
@@ -111,20 +111,23 @@ class Model:
         if self._check_inputs is not None:
             self._check_inputs(request.inputs)
 
-    async def infer(self, request: InferRequest) -> list[tuple[tuple[int, ...], Any]]:
-        """Run one decoded, checked request; returns one (shape, uint8 view) per model output."""
+    def submit(self, request: InferRequest, done: Done) -> int:
+        """Queue one decoded, checked request; `done(code, payload)` is called on the loop
+        thread with its outputs (one (shape, uint8 view) per model output) or its error.
+        Returns the id `cancel` takes."""
         if self.state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
         parameters = request.parameters
         # The codec has checked both are non-negative integers; the queue policy decides what
         # they mean (the core ignores a priority when the model has no levels).
-        result: list[tuple[tuple[int, ...], Any]] = await self._router.run(
-            self._scheduler,
-            request.inputs,
-            parameters.get("priority", 0),
-            parameters.get("timeout", 0),
+        return self._router.submit(
+            self._scheduler, request.inputs, parameters.get("priority", 0),
+            parameters.get("timeout", 0), done,
         )
-        return result
+
+    def cancel(self, request_id: int) -> None:
+        """The client went away (see CompletionRouter.cancel)."""
+        self._router.cancel(self._scheduler, request_id)
 
     def queue_full(self) -> bool:
         """True when the core would refuse any request now because the queue is full."""

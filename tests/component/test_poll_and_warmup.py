@@ -216,8 +216,10 @@ def test_poll_reloads_a_changed_config_and_keeps_serving_a_broken_one(polled) ->
     config = repo / "identity" / "config.toml"
     config.write_text(config.read_text().replace("max_batch_size = 256", "max_batch_size = 32"))
     wait_for(lambda: client.get_model_config("identity")["max_batch_size"] == 32)
-    config.write_text("backend = \"identity\"\nmax_batch_size = 'many'\n")
-    wait_for(lambda: "reason" in client.get_model_repository_index()[0])
+    broken = config.with_suffix(".new")
+    broken.write_text("backend = \"identity\"\nmax_batch_size = 'many'\n")
+    broken.replace(config)  # whole, as a careful deployment writes it
+    wait_for(lambda: "max_batch_size" in client.get_model_repository_index()[0].get("reason", ""))
     (entry,) = client.get_model_repository_index()
     assert entry["state"] == "READY" and "reload failed" in entry["reason"]
     x = httpclient.InferInput("INPUT0", [1, 16], "FP32")
