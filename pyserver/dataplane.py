@@ -55,6 +55,7 @@ class Admission:
 
     model: Model
     started_ns: int
+    released: bool = False
 
     @property
     def signature(self) -> ModelSignature:
@@ -64,11 +65,17 @@ class Admission:
         """Count this request as failed before it reached the queue (malformed: OTHER)."""
         self.model.record_failure(self.started_ns)
 
+    def release(self) -> None:
+        """The request has been answered (or abandoned): the version stops counting it."""
+        if not self.released:
+            self.released = True
+            self.model.release()
+
     def __enter__(self) -> Admission:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.model.release()
+        self.release()
 
 
 @dataclass(slots=True)

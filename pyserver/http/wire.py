@@ -1,0 +1,103 @@
+"""HTTP/1.1 messages as pyserver's server reads and writes them: a request (already parsed and
+with its whole body) and a response (status, headers, body chunks), written as bytes.
+
+Sans-IO: nothing here touches a socket. pyserver/http/protocol.py feeds requests in and writes
+the bytes `Response.head` and `Response.chunks` give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from pyserver.protocol.codec import encode_error
+
+JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
+TEXT = b"text/plain; charset=utf-8"
+
+# Status lines, made once: "HTTP/1.1 200 OK\r\n"
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
+}
+_STATUS_LINES[499] = b"HTTP/1.1 499 Client Closed Request\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
+
+
+class Request:
+    """One parsed request with its whole body. `headers` maps lower-case names to values
+    (latin-1 text; a repeated header's values joined with ", ", as RFC 9110 allows)."""
+
+    __slots__ = ("body", "headers", "match_info", "method", "path", "query_string")
+
+    def __init__(self, method: str, path: str, query_string: str, headers: dict[str, str],
+                 body: bytes, match_info: dict[str, str] | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.body = body
+        self.match_info = match_info or {}
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(self.query_string)
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+class Response:
+    """Status, extra headers and body chunks (bytes-like, written in order without joining).
+    Content-Length is added when the head is written."""
+
+    __slots__ = ("chunks", "content_type", "headers", "size", "status")
+
+    def __init__(self, status: int = 200, body: bytes | bytearray | Sequence[Any] = b"",
+                 content_type: bytes | None = None,
+                 headers: Sequence[tuple[str, str]] = (), size: int | None = None) -> None:
+        self.status = status
+        if isinstance(body, (bytes, bytearray)):
+            self.chunks: Sequence[Any] = (body,) if len(body) else ()
+            self.size = len(body) if size is None else size
+        else:
+            chunks: Sequence[Any] = body
+            self.chunks = chunks
+            self.size = size if size is not None else sum(memoryview(c).nbytes for c in chunks)
+        self.content_type = content_type
+        self.headers = headers
+
+    def head(self, keep_alive: bool) -> bytes:
+        parts = [status_line(self.status)]
+        if self.content_type is not None:
+            parts.append(b"Content-Type: " + self.content_type + b"\r\n")
+        for name, value in self.headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"Content-Length: %d\r\n\r\n" % self.size)
+        return b"".join(parts)
+
+    def body_text(self) -> bytes:
+        """The body joined (tests and logs; the server writes the chunks as they are)."""
+        return b"".join(bytes(memoryview(c).cast("B")) for c in self.chunks)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(status, orjson.dumps(value), JSON)
+
+
+def error_response(message: str, status: int, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    return Response(status, encode_error(message), JSON, headers)
+
+
+def empty_response(status: int) -> Response:
+    return Response(status)
