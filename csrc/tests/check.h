@@ -198,6 +198,8 @@ inline int RunTests(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::printf("%zu tests, %d failed\n", selected.size(), failed);
+  // Out now: a leak checker that runs at exit and fails the process skips stdio's flush.
+  std::fflush(stdout);
   return failed == 0 ? 0 : 1;
 }
 

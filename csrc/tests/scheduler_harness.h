@@ -27,40 +27,15 @@
 #include "core/stats.h"
 #include "core/status.h"
 #include "tests/check.h"
+#include "tests/core_support.h"
 
 namespace pyserver {
 namespace core {
-
-// For failure messages (check.h's Describe finds it by ADL).
-inline std::ostream& operator<<(std::ostream& out, StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk:
-      return out << "OK";
-    case StatusCode::kInvalidArgument:
-      return out << "INVALID_ARGUMENT";
-    case StatusCode::kNotFound:
-      return out << "NOT_FOUND";
-    case StatusCode::kUnavailable:
-      return out << "UNAVAILABLE";
-    case StatusCode::kInternal:
-      return out << "INTERNAL";
-    case StatusCode::kDeadlineExceeded:
-      return out << "DEADLINE_EXCEEDED";
-    case StatusCode::kCancelled:
-      return out << "CANCELLED";
-    case StatusCode::kUnsupported:
-      return out << "UNSUPPORTED";
-  }
-  return out << "StatusCode(" << static_cast<int>(code) << ")";
-}
-
 
 using ::pyserver::testing::Location;
 using Ids = std::vector<uint64_t>;
 using RealClock = std::chrono::steady_clock;
 
-// The bound on every wait for something that must happen.
-constexpr std::chrono::milliseconds kWait(10000);
 // The grace period of a check that nothing happens (ExpectQuiet).
 constexpr std::chrono::milliseconds kQuiet(50);
 // A queue delay that only AdvanceClock can pass.

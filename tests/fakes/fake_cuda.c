@@ -17,7 +17,7 @@ typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
 typedef struct { char bytes[16]; } CUuuid;
 struct CUctx_st { int device; };
-struct CUstream_st { int device; int live; unsigned flags; };
+struct CUstream_st { int device; int live; unsigned flags; struct CUstream_st* next; };
 struct CUevent_st { double recorded_ms; int recorded; };
 
 enum { kMaxDevices = 8 };
@@ -43,11 +43,15 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static long long g_counters[C_COUNT];
 static int g_devices = 2;
 static int g_initialized = 0;
-static struct CUctx_st g_contexts[kMaxDevices];
+/* Constant: read without the lock by the threads that have one current. */
+static struct CUctx_st g_contexts[kMaxDevices] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
 static int g_retained[kMaxDevices];
 static char g_fail_call[64];
 static CUresult g_fail_code = 0;
 static __thread struct CUctx_st* t_current = NULL;
+/* Every stream ever made, destroyed ones too (kept so that a use after destroy is seen as such):
+ * reachable from here, so leak checkers do not count them. */
+static struct CUstream_st* g_streams = NULL;
 
 static void count(int which, long long n) {
   pthread_mutex_lock(&g_mu);
@@ -148,7 +152,6 @@ CUresult cuDevicePrimaryCtxRetain(struct CUctx_st** context, CUdevice device) {
   if (device < 0 || device >= g_devices) return CUDA_ERROR_INVALID_DEVICE;
   count(C_RETAIN, 1);
   pthread_mutex_lock(&g_mu);
-  g_contexts[device].device = device;
   ++g_retained[device];
   pthread_mutex_unlock(&g_mu);
   *context = &g_contexts[device];
@@ -186,6 +189,10 @@ CUresult cuStreamCreate(struct CUstream_st** stream, unsigned flags) {
   s->device = t_current->device;
   s->live = 1;
   s->flags = flags;
+  pthread_mutex_lock(&g_mu);
+  s->next = g_streams;
+  g_streams = s;
+  pthread_mutex_unlock(&g_mu);
   *stream = s;
   count(C_STREAM_CREATE, 1);
   return CUDA_SUCCESS;
