@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyserver import __version__
-from pyserver.cli import build_engine
+from pyserver.cli import build_engine, model_layout
 from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
 from pyserver.http.server import ServerOptions, run
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-repository", type=Path, default=Path("engines"),
         help="folder of models (default: ./engines, the bundled repository)",
+    )
+    serve.add_argument(
+        "--model-name", default=None, metavar="NAME",
+        help="serve --model-repository as the model NAME when it holds one model's folder "
+        "(config and version folders) or a bare model file (model.onnx, model.plan, ...), as "
+        "KServe's storage initializer leaves /mnt/models; with a repository, NAME must be in it",
     )
     serve.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default 8000)")
     serve.add_argument(
@@ -109,9 +115,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             LOGS.configure(replace(settings, log_format=args.log_format, log_file=args.log_file))
         except ServerError as exc:
             raise SystemExit(f"pyserver: {exc}") from None
+        try:
+            repository = model_layout.prepare(args.model_repository, args.model_name)
+        except model_layout.ModelLayoutError as exc:
+            raise SystemExit(f"pyserver: {exc}") from None
         run(
             ServerOptions(
-                model_repository=args.model_repository,
+                model_repository=repository,
                 host=args.host,
                 http_port=args.http_port,
                 max_request_size=args.max_request_size,
