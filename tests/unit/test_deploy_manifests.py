@@ -358,3 +358,27 @@ def test_recording_rules_under_promtool() -> None:
     done = subprocess.run([promtool, "test", "rules", str(MONITORING / "recording-rules.test.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the image's health check ------------------------------------------------------------
+
+
+def _healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pyserver_healthcheck", DEPLOY / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("argv", "address"), [
+    (["pyserver", "serve", "--model-repository", "/models"], ("127.0.0.1", 8000)),
+    (["pyserver", "serve", "--host", "127.0.0.1", "--http-port", "9000"], ("127.0.0.1", 9000)),
+    (["pyserver", "serve", "--http-port=8000", "--http-port=8080"], ("127.0.0.1", 8080)),  # last wins
+    (["pyserver", "serve", "--http-address", "10.1.2.3"], ("10.1.2.3", 8000)),
+    (["pyserver", "serve", "--host", "::"], ("[::1]", 8000)),
+    (["pyserver", "serve", "--host=fd00::5", "--http-port", "81"], ("[fd00::5]", 81)),
+    (["pyserver", "serve", "--http-port"], ("127.0.0.1", 8000)),  # argparse would refuse it
+])
+def test_healthcheck_asks_the_port_the_server_was_started_with(argv: list[str], address: tuple[str, int]) -> None:
+    assert _healthcheck().server_address(argv) == address
