@@ -12,6 +12,7 @@
 #   PYSERVER_EXTRAS   extras to install in the image, e.g. "tensorrt,gpu" for the GPU variant
 #   PYTHON            the Python that builds the wheels (default python3); its version must be
 #                     the base image's (3.11 for the default base and CI's)
+#   IMAGE_PYTHON      the base image's command for that Python (default python3)
 #   CONTAINER_ENGINE  podman or docker (default: podman when installed, else docker)
 #   PYSERVER_PODMAN_ENV=0  do not source deploy/podman.env (a workstation whose podman works as
 #                     it is and whose usual image store should receive the image)
@@ -49,6 +50,7 @@ if [ -z "$engine" ]; then
 fi
 build_args=(--build-arg "PYSERVER_EXTRAS=${PYSERVER_EXTRAS:-}")
 [ -n "${BASE_IMAGE:-}" ] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+[ -n "${IMAGE_PYTHON:-}" ] && build_args+=(--build-arg "PYTHON=$IMAGE_PYTHON")
 if [ "$engine" = podman ]; then
     if [ "${PYSERVER_PODMAN_ENV:-1}" != 0 ]; then
         # shellcheck source=deploy/podman.env
