@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyserver import __version__
-from pyserver.cli import build_engine
+from pyserver.cli import build_engine, model_layout
 from pyserver.config import DEFAULT_MAX_BATCH_SIZE, MAX_BATCH_SIZE_LIMIT
 from pyserver.dataplane import ControlMode
 from pyserver.errors import ServerError
@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-repository", type=Path, default=Path("engines"),
         help="folder of models (default: ./engines, the bundled repository)",
+    )
+    serve.add_argument(
+        "--model-name", default=None, metavar="NAME",
+        help="serve --model-repository as the model NAME when it holds one model's folder "
+        "(config and version folders) or a bare model file (model.onnx, model.plan, ...), as "
+        "KServe's storage initializer leaves /mnt/models; with a repository, NAME must be in it",
     )
     serve.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default 8000)")
     serve.add_argument(
@@ -202,9 +208,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(
                 "pyserver: --load-model needs --model-control-mode explicit (in the other modes "
                 "every model loads at start)")
+        try:
+            repository = model_layout.prepare(args.model_repository, args.model_name)
+        except model_layout.ModelLayoutError as exc:
+            raise SystemExit(f"pyserver: {exc}") from None
         drained = run(
             ServerOptions(
-                model_repository=args.model_repository,
+                model_repository=repository,
                 host=args.host,
                 http_port=args.http_port,
                 max_request_size=args.max_request_size,
