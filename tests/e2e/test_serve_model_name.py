@@ -85,3 +85,42 @@ def test_one_models_folder_served_under_the_model_name(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode()
     assert made_repositories(temporary) == [], "the temporary repository was left behind"
     assert (storage / "1" / "model.onnx").is_file()
+
+
+def test_a_bare_model_file_is_completed_and_served(tmp_path: Path) -> None:
+    """KServe's storage initializer may leave just the model file: /mnt/models/model.onnx."""
+    storage = tmp_path / "mnt-models"
+    storage.mkdir()
+    shutil.copy(ENGINES / "digits" / "1" / "model.onnx", storage / "model.onnx")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyserver", "serve", "--model-repository", str(storage),
+         "--model-name", "mnist", "--host", "127.0.0.1", "--http-port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)},
+    )
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready in 120 s"
+            time.sleep(0.2)
+        config = client.get_model_config("mnist")
+        assert config["max_batch_size"] == 4  # --backend-config default-max-batch-size
+        pixels = load_digits().data[-4:].astype(np.float32)
+        inp = httpclient.InferInput("pixels", [4, 64], "FP32")
+        inp.set_data_from_numpy(pixels)
+        want = ort.InferenceSession(str(storage / "model.onnx")).run(["label"], {"pixels": pixels})[0]
+        np.testing.assert_array_equal(client.infer("mnist", [inp]).as_numpy("label"), want)
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+
