@@ -45,13 +45,16 @@ def fmt(value: float | None, spec: str = "{:.0f}") -> str:
 
 def print_header() -> None:
     print(f"{'point':<20} {'infer/s':>9} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8} "
-          f"{'CPU us/req':>10} {'cores':>5} {'batch':>6} {'ceil%':>6} {'ci/ip':>6}")
+          f"{'CPU us/req':>10} {'cores':>5} {'batch':>6} {'ceil%':>6} {'ci/ip':>6} "
+          f"{'PA us/req':>9}")
 
 
 def print_row(point: dict[str, Any]) -> None:
-    """ceil%: infer/s as a share of the in-process ceiling at the server's average batch;
+    """CPU us/req and cores: the server's CPU per request and its CPU over the run's wall time;
+    ceil%: infer/s as a share of the in-process ceiling at the server's average batch;
     ci/ip: compute_infer per batch in the server over the in-process time of the same batch,
-    for the batch size formed most often (ONNX models measured with --model-repository)."""
+    for the batch size formed most often (ONNX models measured with --model-repository);
+    PA us/req: perf_analyzer's own CPU per request (the load generator's cost)."""
     if "error" in point:
         print(f"{point['key']:<20} failed: {point['error'].splitlines()[0]}")
         return
@@ -63,7 +66,8 @@ def print_row(point: dict[str, Any]) -> None:
           f"{c['p99_us']:8.0f} {fmt(s['cpu_us_per_request'], '{:.1f}'):>10} "
           f"{fmt(s['cpu_cores'], '{:.2f}'):>5} {fmt(s['average_batch'], '{:.2f}'):>6} "
           f"{fmt(share and share * 100, '{:.0f}'):>6} "
-          f"{fmt(per_batch[0].get('ratio'), '{:.2f}'):>6}")
+          f"{fmt(per_batch[0].get('ratio'), '{:.2f}'):>6} "
+          f"{fmt(c.get('cpu_us_per_request'), '{:.0f}'):>9}")
 
 
 def compare_table(before: dict[str, Any], after: dict[str, Any]) -> str:

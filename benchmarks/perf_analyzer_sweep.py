@@ -28,6 +28,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -306,10 +307,13 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
             cmd = perf_analyzer_command(settings, point, target, data_path, csv_path, shapes,
                                         stability)
             before = take_snapshot(target, point.model)
-            started = time.monotonic()
+            started, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             seconds = time.monotonic() - started
             after = take_snapshot(target, point.model)
+            waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+            client_cpu_s = (waited.ru_utime + waited.ru_stime
+                            - children.ru_utime - children.ru_stime)
             output = proc.stdout + proc.stderr
             if proc.returncode == 0 and csv_path.exists():
                 break
@@ -319,10 +323,15 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
             raise PerfAnalyzerError(
                 f"perf_analyzer exited with {proc.returncode} for {point.key}:\n{output[-2000:]}")
         report = csv_path.read_text()
+    server = server_window(before, after, clock_ticks)
+    client = parse_csv(report)
+    # perf_analyzer's own CPU per request served: on a small machine it competes with the server
+    client["cpu_s"] = client_cpu_s
+    client["cpu_us_per_request"] = (client_cpu_s * 1e6 / server["requests"]
+                                    if server["requests"] else None)
     result: dict[str, Any] = {
         **asdict(point), "key": point.key, "batch": settings.batch,
-        "client": parse_csv(report),
-        "server": server_window(before, after, clock_ticks),
+        "client": client, "server": server,
         "perf_analyzer": {"command": cmd, "seconds": seconds, "attempts": attempt + 1,
                           "stability_percentage": stability, "csv": report},
     }

@@ -265,6 +265,7 @@ def test_perf_analyzer_sweep_measures_a_served_model(tmp_path: Path) -> None:
         # the server served at least what perf_analyzer counted in one of its windows
         assert s["requests"] >= c["throughput"] * 0.5
         assert 0 < s["cpu_us_per_request"] < 100_000 and s["average_batch"] >= 1
+        assert 0 < c["cpu_us_per_request"] < 100_000  # perf_analyzer's own CPU
         assert sum(b["executions"] for b in s["batches"].values()) == s["executions"]
     cmd = points["identity:2:json"]["perf_analyzer"]["command"]
     assert cmd[cmd.index("--input-tensor-format") + 1] == "json"
