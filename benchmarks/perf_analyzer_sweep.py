@@ -141,7 +141,11 @@ class Settings:
     measurement_interval_ms: int = 3000
     stability_percentage: float = 25.0
     max_trials: int = 10
-    unstable_retries: int = 1  # reruns with twice the stability percentage
+    unstable_retries: int = 0  # reruns with twice the stability percentage
+    # None: perf_analyzer's time windows until stable; N: one window of exactly N requests
+    request_count: int | None = None
+    # after an unstable run: one run of as many requests as `fallback_windows` windows held
+    fallback_windows: float = 3.0
     batch: int = 1
     extra_args: list[str] = field(default_factory=list)
     model_repository: Path | None = None  # where the in-process ceiling finds ONNX files
@@ -277,12 +281,18 @@ def take_snapshot(target: Target, model: str) -> Snapshot:
 
 
 def perf_analyzer_command(settings: Settings, point: Point, target: Target, data_path: Path,
-                          csv_path: Path, shapes: list[str], stability: float) -> list[str]:
+                          csv_path: Path, shapes: list[str], stability: float,
+                          request_count: int | None = None) -> list[str]:
+    """`request_count`: one measurement of that many requests, no stability search."""
     cmd = [settings.perf_analyzer, "-m", point.model, "-u", target.address(point.protocol),
            "-i", point.protocol, "-b", str(settings.batch),
-           "--concurrency-range", f"{point.concurrency}:{point.concurrency}",
-           "-p", str(settings.measurement_interval_ms), "-s", f"{stability:g}",
-           "-r", str(settings.max_trials), "--input-data", str(data_path), "-f", str(csv_path)]
+           "--concurrency-range", f"{point.concurrency}:{point.concurrency}"]
+    if request_count is None:
+        cmd += ["-p", str(settings.measurement_interval_ms), "-s", f"{stability:g}",
+                "-r", str(settings.max_trials)]
+    else:
+        cmd += ["--request-count", str(request_count)]
+    cmd += ["--input-data", str(data_path), "-f", str(csv_path)]
     if point.protocol == "http":
         cmd += ["--input-tensor-format", point.tensor_format,
                 "--output-tensor-format", point.tensor_format]
@@ -292,20 +302,26 @@ def perf_analyzer_command(settings: Settings, point: Point, target: Target, data
 
 
 def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any]:
-    """One perf_analyzer run (rerun with a looser stability criterion if it could not settle),
-    with the server's counters read just before and just after it."""
+    """One perf_analyzer measurement, with the server's counters read just before and just
+    after it. On this shared machine perf_analyzer's windows may never agree within the
+    stability percentage: then (after `unstable_retries` reruns with twice the percentage) one
+    run of a fixed number of requests, about `fallback_windows` windows at the rate the server
+    served during the unstable run, is taken instead; `perf_analyzer.mode` says which."""
     base = target.url.rstrip("/")
     metadata = get_json(f"{base}/v2/models/{point.model}")
     config = get_json(f"{base}/v2/models/{point.model}/config")
     data, shapes = input_data(metadata, config)
     clock_ticks = os.sysconf("SC_CLK_TCK")
     stability = settings.stability_percentage
+    count = settings.request_count
+    attempts = 0
     with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
         data_path, csv_path = Path(tmp) / "input.json", Path(tmp) / "report.csv"
         data_path.write_text(json.dumps(data))
-        for attempt in range(settings.unstable_retries + 1):
+        while True:
+            attempts += 1
             cmd = perf_analyzer_command(settings, point, target, data_path, csv_path, shapes,
-                                        stability)
+                                        stability, count)
             before = take_snapshot(target, point.model)
             started, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -317,23 +333,33 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
             output = proc.stdout + proc.stderr
             if proc.returncode == 0 and csv_path.exists():
                 break
-            if UNSTABLE in output and attempt < settings.unstable_retries:
-                stability *= 2
-                continue
+            if UNSTABLE in output and count is None:
+                if attempts <= settings.unstable_retries:
+                    stability *= 2
+                    continue
+                if settings.fallback_windows > 0:
+                    rate = (after.success - before.success) / max(after.monotonic -
+                                                                  before.monotonic, 1e-3)
+                    count = max(100, round(rate * settings.fallback_windows *
+                                           settings.measurement_interval_ms / 1000))
+                    continue
             raise PerfAnalyzerError(
                 f"perf_analyzer exited with {proc.returncode} for {point.key}:\n{output[-2000:]}")
         report = csv_path.read_text()
     server = server_window(before, after, clock_ticks)
-    client = parse_csv(report)
     # perf_analyzer's own CPU per request served: on a small machine it competes with the server
-    client["cpu_s"] = client_cpu_s
-    client["cpu_us_per_request"] = (client_cpu_s * 1e6 / server["requests"]
-                                    if server["requests"] else None)
+    client: dict[str, float | None] = {
+        **parse_csv(report), "cpu_s": client_cpu_s,
+        "cpu_us_per_request": client_cpu_s * 1e6 / server["requests"]
+        if server["requests"] else None,
+    }
     result: dict[str, Any] = {
         **asdict(point), "key": point.key, "batch": settings.batch,
         "client": client, "server": server,
-        "perf_analyzer": {"command": cmd, "seconds": seconds, "attempts": attempt + 1,
-                          "stability_percentage": stability, "csv": report},
+        "perf_analyzer": {"command": cmd, "seconds": seconds, "attempts": attempts,
+                          "mode": "time_windows" if count is None else "request_count",
+                          "stability_percentage": stability, "request_count": count,
+                          "csv": report},
     }
     if settings.model_repository is not None:
         result["ceiling"] = in_process_ceiling(settings, config, result)
@@ -446,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-s", "--stability-percentage", type=float, default=25.0,
                         help="perf_analyzer's -s; 25 (not its 10) for a shared machine")
     parser.add_argument("-r", "--max-trials", type=int, default=10)
+    parser.add_argument("--request-count", type=int,
+                        help="one window of exactly this many requests per point (no "
+                             "stability search); default: perf_analyzer's time windows")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="an unstable point fails instead of being measured by count")
     parser.add_argument("-b", "--batch", type=int, default=1, help="rows per request")
     parser.add_argument("--model-repository", type=Path,
                         help="the server's model repository: ONNX models get the in-process "
@@ -475,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
               "(or set $PERF_ANALYZER)", file=sys.stderr)
         return 2
     settings = Settings(pa, args.measurement_interval, args.stability_percentage,
-                        args.max_trials, batch=args.batch, extra_args=args.pa_arg,
+                        args.max_trials, request_count=args.request_count,
+                        fallback_windows=0.0 if args.no_fallback else 3.0,
+                        batch=args.batch, extra_args=args.pa_arg,
                         model_repository=args.model_repository,
                         ceiling_seconds=args.ceiling_seconds)
     target = Target(args.url, args.grpc_url, args.server_pid)

@@ -285,3 +285,20 @@ def test_perf_analyzer_sweep_measures_a_served_model(tmp_path: Path) -> None:
     row = next(r for r in same.stdout.splitlines() if r.startswith("identity:4"))
     assert row.split()[3::3] == ["1.00"] * 4  # a run against itself: every ratio is one
     assert (tmp_path / "cmp" / "compare.png").exists()
+
+
+@pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer is not installed (it comes from "
+                    "../shared/tools/install-perf-analyzer, which CI does not run)")
+def test_an_unstable_point_is_measured_by_request_count_instead(server: RunningServer) -> None:
+    """Windows that must agree within 0.01% never do: the point falls back to one run of a fixed
+    number of requests, and the server's window counts exactly those (and nothing else)."""
+    assert PERF_ANALYZER is not None
+    settings = pas.Settings(PERF_ANALYZER, measurement_interval_ms=300, stability_percentage=0.01,
+                            max_trials=3)
+    row = pas.run_point(settings, pas.Point("identity", 2), pas.Target(server.http))
+    pa = row["perf_analyzer"]
+    assert pa["mode"] == "request_count" and pa["attempts"] == 2
+    assert pa["command"][pa["command"].index("--request-count") + 1] == str(pa["request_count"])
+    assert row["server"]["requests"] == pa["request_count"] >= 100
+    assert row["server"]["cpu_us_per_request"] is None  # no pid given: no CPU figures
+    assert row["client"]["throughput"] > 0
