@@ -192,10 +192,15 @@ def print_summary(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> 
                           for s in ("base", "head"))
             print(f"{row['key']:<18} {share:>18} {ci:>28}")
     print("\nevery run")
-    print(f"{'rep':>3} {'point':<18} {'side':<6}" + "".join(f" {t:>10}" for t, _ in titles))
+    print(f"{'rep':>3} {'point':<18} {'side':<6}" + "".join(f" {t:>10}" for t, _ in titles)
+          + "  mode (windows: perf_analyzer settled; count: a fixed count after it did not)")
     for r in runs:
         cells = "".join(f" {fmt(figure(r, read), spec):>10}" for _, read, spec in FIGURES)
-        note = f"  failed: {r['error'].splitlines()[0]}" if "error" in r else ""
+        if "error" in r:
+            note = f"  failed: {r['error'].splitlines()[0]}"
+        else:
+            mode = r.get("perf_analyzer", {}).get("mode")
+            note = "  count" if mode == "request_count" else "  windows"
         print(f"{r['repeat']:>3} {r['key']:<18} {r['side']:<6}{cells}{note}")
 
 
@@ -208,8 +213,8 @@ def measure(servers: dict[str, Server], points: list[Point], settings: Settings,
             for server in servers.values():
                 try:
                     run_point(quick, point, server.target)
-                except PerfAnalyzerError as e:
-                    print(f"warm-up {point.key} on {server.name}: {e}", file=sys.stderr)
+                except PerfAnalyzerError:  # not stable in 3 short windows: warm all the same
+                    pass
     runs = []
     for repeat in range(repeats):
         order = ["base", "head"] if repeat % 2 == 0 else ["head", "base"]

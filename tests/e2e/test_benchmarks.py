@@ -221,7 +221,7 @@ def test_compare_table_gives_after_over_before() -> None:
     assert "x:1" in table and "-" in next(r for r in table.splitlines() if r.startswith("x:1"))
 
 
-def test_ab_medians_leave_failed_runs_out() -> None:
+def test_ab_medians_leave_failed_runs_out(capsys: pytest.CaptureFixture[str]) -> None:
     def run(side: str, throughput: float) -> dict[str, object]:
         r = _result(side, throughput, throughput / 100)["points"][0]  # type: ignore[index]
         return {**r, "side": side}
@@ -232,6 +232,13 @@ def test_ab_medians_leave_failed_runs_out() -> None:
     assert row["base"]["infer/s"] == 200 and row["head"]["infer/s"] == 500
     assert row["ratio"]["infer/s"] == pytest.approx(2.5)
     assert row["ratio"]["CPU us/req"] == pytest.approx(2.5) and row["base"]["batch"] == 1.5
+    for i, r in enumerate(runs):
+        r["repeat"] = i // 2
+    ab.print_summary([row], runs)
+    out = capsys.readouterr().out
+    medians_row = next(line for line in out.splitlines() if line.startswith("identity:16"))
+    assert medians_row.split()[:4] == ["identity:16", "200", "500", "2.50"]
+    assert "failed: unstable" in out
 
 
 PERF_ANALYZER = pas.find_perf_analyzer()
