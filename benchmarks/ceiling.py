@@ -6,6 +6,10 @@
 For each batch size it prints the rows per second one thread reaches calling the model back to
 back, and the time of one call (one batch): the figure a server's `compute_infer` per batch is
 compared with (benchmarks/perf_analyzer_sweep.py does so for the batch sizes the server formed).
+
+Both by the clock (wall) and by this process's CPU time. With one ONNX Runtime thread the two
+agree on an idle machine; on a busy one the thread is descheduled part of the time and the wall
+figures understate what the model does on a core of its own, which the CPU figures still give.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import onnxruntime as ort
 class BatchTiming:
     batch: int
     calls: int
-    seconds: float
+    seconds: float  # wall
+    cpu_seconds: float  # this process's CPU time over the same calls
 
     @property
     def us_per_batch(self) -> float:
@@ -32,9 +37,13 @@ class BatchTiming:
     def rows_per_s(self) -> float:
         return self.calls * self.batch / self.seconds
 
-    def as_dict(self) -> dict[str, float]:
-        return {"batch": self.batch, "calls": self.calls, "us_per_batch": self.us_per_batch,
-                "rows_per_s": self.rows_per_s}
+    @property
+    def cpu_us_per_batch(self) -> float:
+        return self.cpu_seconds / self.calls * 1e6
+
+    @property
+    def cpu_rows_per_s(self) -> float:
+        return self.calls * self.batch / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 def session_for(path: str, intra_op_threads: int = 1) -> ort.InferenceSession:
@@ -61,13 +70,13 @@ def time_batches(session: ort.InferenceSession, batch: int, seconds: float = 2.0
     for _ in range(warmup_calls):
         session.run(None, feed)
     calls = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while True:
         session.run(None, feed)
         calls += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
-            return BatchTiming(batch, calls, elapsed)
+            return BatchTiming(batch, calls, elapsed, time.process_time() - cpu_start)
 
 
 def batch_timings(path: str, batches: list[int], seconds: float = 1.0,
@@ -91,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     for t in batch_timings(args.model, args.batch, args.seconds, args.threads):
         print(f"in-process batch {t.batch:4d}: {t.rows_per_s:10.0f} infer/s "
-              f"{t.us_per_batch:10.1f} us/batch")
+              f"{t.us_per_batch:10.1f} us/batch (by CPU time: {t.cpu_rows_per_s:10.0f} infer/s "
+              f"{t.cpu_us_per_batch:10.1f} us/batch)")
 
 
 if __name__ == "__main__":

@@ -241,6 +241,20 @@ def test_ab_medians_leave_failed_runs_out(capsys: pytest.CaptureFixture[str]) ->
     assert "failed: unstable" in out
 
 
+def test_ceiling_times_batches_by_the_clock_and_by_cpu_time() -> None:
+    from ceiling import batch_timings
+
+    model = str(ROOT / "engines" / "digits" / "1" / "model.onnx")
+    one, eight = batch_timings(model, [1, 8], seconds=0.2)
+    for t in (one, eight):
+        assert t.calls > 0 and t.seconds >= 0.2
+        assert t.rows_per_s == pytest.approx(t.calls * t.batch / t.seconds)
+        # one ONNX Runtime thread: the process cannot use more CPU than the time that passed
+        assert 0 < t.cpu_seconds <= t.seconds * 1.05 + 0.01
+        assert t.cpu_us_per_batch == pytest.approx(t.cpu_seconds / t.calls * 1e6)
+    assert (one.batch, eight.batch) == (1, 8)
+
+
 PERF_ANALYZER = pas.find_perf_analyzer()
 
 
