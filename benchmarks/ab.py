@@ -193,21 +193,21 @@ def print_summary(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> 
             print(f"{row['key']:<18} {share:>18} {ci:>28}")
     print("\nevery run")
     print(f"{'rep':>3} {'point':<18} {'side':<6}" + "".join(f" {t:>10}" for t, _ in titles)
-          + "  mode (windows: perf_analyzer settled; count: a fixed count after it did not)")
+          + "  windows (stable: within the stability percentage; unsettled: the mean of 3 that "
+            "were not)")
     for r in runs:
         cells = "".join(f" {fmt(figure(r, read), spec):>10}" for _, read, spec in FIGURES)
         if "error" in r:
             note = f"  failed: {r['error'].splitlines()[0]}"
         else:
-            mode = r.get("perf_analyzer", {}).get("mode")
-            note = "  count" if mode == "request_count" else "  windows"
+            note = "  " + r.get("perf_analyzer", {}).get("mode", "-")
         print(f"{r['repeat']:>3} {r['key']:<18} {r['side']:<6}{cells}{note}")
 
 
 def measure(servers: dict[str, Server], points: list[Point], settings: Settings, repeats: int,
             warmup: bool) -> list[dict[str, Any]]:
     if warmup:  # a short run per point on each server: first-call costs stay out of the repeats
-        quick = Settings(settings.perf_analyzer, 500, 100.0, 3, fallback_windows=0.0,
+        quick = Settings(settings.perf_analyzer, 500, 100.0, 3, fallback_stability=None,
                          batch=settings.batch, extra_args=settings.extra_args)
         for point in points:
             for server in servers.values():
@@ -240,12 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--measurement-interval", type=int, default=3000,
                         help="perf_analyzer's window, ms (default %(default)s)")
     parser.add_argument("-s", "--stability-percentage", type=float, default=25.0)
-    parser.add_argument("--request-count", type=int,
-                        help="one window of exactly this many requests per run (no stability "
-                             "search); default: perf_analyzer's time windows")
     parser.add_argument("-r", "--max-trials", type=int, default=6,
-                        help="perf_analyzer's windows before a run is called unstable and "
-                             "measured by count instead (default %(default)s)")
+                        help="perf_analyzer's windows before a run is called unsettled and "
+                             "rerun for the mean of 3 windows (default %(default)s)")
     parser.add_argument("--serve-arg", action="append", default=None, metavar="ARG",
                         help="a `pyserver serve` argument for both servers ({grpc_port} and "
                              "{http_port} are filled in); default: --allow-metrics false "
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         ["--allow-metrics", "false", "--log-level", "warning"]
     repository = make_repository(AB_ROOT)
     settings = Settings(pa, args.measurement_interval, args.stability_percentage,
-                        args.max_trials, request_count=args.request_count,
+                        args.max_trials,
                         model_repository=repository if args.ceiling else None)
     servers = {
         "base": Server("base", sha[:10], [str(venv / "bin" / "pyserver")], AB_ROOT / sha),
@@ -298,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": before, "loadavg_after": list(os.getloadavg()),
               "settings": {"repeats": args.repeats, "measurement_interval_ms":
                            args.measurement_interval, "stability_percentage":
-                           args.stability_percentage, "request_count": args.request_count,
-                           "serve_args": serve_args},
+                           args.stability_percentage, "serve_args": serve_args},
               "summary": summary, "runs": runs}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     out = args.output_dir / ("ab_" + time.strftime("%Y%m%d-%H%M%S") + ".json")

@@ -142,10 +142,9 @@ class Settings:
     stability_percentage: float = 25.0
     max_trials: int = 10
     unstable_retries: int = 0  # reruns with twice the stability percentage
-    # None: perf_analyzer's time windows until stable; N: one window of exactly N requests
-    request_count: int | None = None
-    # after an unstable run: one run of as many requests as `fallback_windows` windows held
-    fallback_windows: float = 3.0
+    # After an unstable run, one more with this percentage, which any 3 windows meet: the
+    # mean of 3 windows is reported as "unsettled". None: an unstable point fails.
+    fallback_stability: float | None = 1000.0
     batch: int = 1
     extra_args: list[str] = field(default_factory=list)
     model_repository: Path | None = None  # where the in-process ceiling finds ONNX files
@@ -281,18 +280,15 @@ def take_snapshot(target: Target, model: str) -> Snapshot:
 
 
 def perf_analyzer_command(settings: Settings, point: Point, target: Target, data_path: Path,
-                          csv_path: Path, shapes: list[str], stability: float,
-                          request_count: int | None = None) -> list[str]:
-    """`request_count`: one measurement of that many requests, no stability search."""
+                          csv_path: Path, shapes: list[str], stability: float) -> list[str]:
+    # Not --request-count: perf_analyzer 2.60 then reports throughput over a duration rounded
+    # to whole seconds (60,000 requests read 8,568.8/s in six runs of 6.1-6.9 s), and one such
+    # run never returned under heavy load.
     cmd = [settings.perf_analyzer, "-m", point.model, "-u", target.address(point.protocol),
            "-i", point.protocol, "-b", str(settings.batch),
-           "--concurrency-range", f"{point.concurrency}:{point.concurrency}"]
-    if request_count is None:
-        cmd += ["-p", str(settings.measurement_interval_ms), "-s", f"{stability:g}",
-                "-r", str(settings.max_trials)]
-    else:
-        cmd += ["--request-count", str(request_count)]
-    cmd += ["--input-data", str(data_path), "-f", str(csv_path)]
+           "--concurrency-range", f"{point.concurrency}:{point.concurrency}",
+           "-p", str(settings.measurement_interval_ms), "-s", f"{stability:g}",
+           "-r", str(settings.max_trials), "--input-data", str(data_path), "-f", str(csv_path)]
     if point.protocol == "http":
         cmd += ["--input-tensor-format", point.tensor_format,
                 "--output-tensor-format", point.tensor_format]
@@ -305,26 +301,32 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
     """One perf_analyzer measurement, with the server's counters read just before and just
     after it. On this shared machine perf_analyzer's windows may never agree within the
     stability percentage: then (after `unstable_retries` reruns with twice the percentage) one
-    run of a fixed number of requests, about `fallback_windows` windows at the rate the server
-    served during the unstable run, is taken instead; `perf_analyzer.mode` says which."""
+    more run takes the mean of its first 3 windows whatever their spread;
+    `perf_analyzer.mode` says "stable" or "unsettled"."""
     base = target.url.rstrip("/")
     metadata = get_json(f"{base}/v2/models/{point.model}")
     config = get_json(f"{base}/v2/models/{point.model}/config")
     data, shapes = input_data(metadata, config)
     clock_ticks = os.sysconf("SC_CLK_TCK")
     stability = settings.stability_percentage
-    count = settings.request_count
+    unsettled = False
     attempts = 0
+    # the most a run can take: its windows (and a margin for start-up and slow windows)
+    timeout = (settings.max_trials + 2) * settings.measurement_interval_ms / 1000 * 2 + 60
     with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
         data_path, csv_path = Path(tmp) / "input.json", Path(tmp) / "report.csv"
         data_path.write_text(json.dumps(data))
         while True:
             attempts += 1
             cmd = perf_analyzer_command(settings, point, target, data_path, csv_path, shapes,
-                                        stability, count)
+                                        stability)
             before = take_snapshot(target, point.model)
             started, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                raise PerfAnalyzerError(f"perf_analyzer did not return within {timeout:.0f} s "
+                                        f"for {point.key}; killed") from e
             seconds = time.monotonic() - started
             after = take_snapshot(target, point.model)
             waited = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -333,15 +335,12 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
             output = proc.stdout + proc.stderr
             if proc.returncode == 0 and csv_path.exists():
                 break
-            if UNSTABLE in output and count is None:
+            if UNSTABLE in output and not unsettled:
                 if attempts <= settings.unstable_retries:
                     stability *= 2
                     continue
-                if settings.fallback_windows > 0:
-                    rate = (after.success - before.success) / max(after.monotonic -
-                                                                  before.monotonic, 1e-3)
-                    count = max(100, round(rate * settings.fallback_windows *
-                                           settings.measurement_interval_ms / 1000))
+                if settings.fallback_stability is not None:
+                    stability, unsettled = settings.fallback_stability, True
                     continue
             raise PerfAnalyzerError(
                 f"perf_analyzer exited with {proc.returncode} for {point.key}:\n{output[-2000:]}")
@@ -357,9 +356,8 @@ def run_point(settings: Settings, point: Point, target: Target) -> dict[str, Any
         **asdict(point), "key": point.key, "batch": settings.batch,
         "client": client, "server": server,
         "perf_analyzer": {"command": cmd, "seconds": seconds, "attempts": attempts,
-                          "mode": "time_windows" if count is None else "request_count",
-                          "stability_percentage": stability, "request_count": count,
-                          "csv": report},
+                          "mode": "unsettled" if unsettled else "stable",
+                          "stability_percentage": stability, "csv": report},
     }
     if settings.model_repository is not None:
         result["ceiling"] = in_process_ceiling(settings, config, result)
@@ -478,11 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-s", "--stability-percentage", type=float, default=25.0,
                         help="perf_analyzer's -s; 25 (not its 10) for a shared machine")
     parser.add_argument("-r", "--max-trials", type=int, default=10)
-    parser.add_argument("--request-count", type=int,
-                        help="one window of exactly this many requests per point (no "
-                             "stability search); default: perf_analyzer's time windows")
     parser.add_argument("--no-fallback", action="store_true",
-                        help="an unstable point fails instead of being measured by count")
+                        help="a point whose windows do not settle fails (default: one more run "
+                             "reports the mean of 3 windows as unsettled)")
     parser.add_argument("-b", "--batch", type=int, default=1, help="rows per request")
     parser.add_argument("--model-repository", type=Path,
                         help="the server's model repository: ONNX models get the in-process "
@@ -512,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
               "(or set $PERF_ANALYZER)", file=sys.stderr)
         return 2
     settings = Settings(pa, args.measurement_interval, args.stability_percentage,
-                        args.max_trials, request_count=args.request_count,
-                        fallback_windows=0.0 if args.no_fallback else 3.0,
+                        args.max_trials,
+                        fallback_stability=None if args.no_fallback else 1000.0,
                         batch=args.batch, extra_args=args.pa_arg,
                         model_repository=args.model_repository,
                         ceiling_seconds=args.ceiling_seconds)

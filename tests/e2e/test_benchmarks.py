@@ -310,16 +310,22 @@ def test_perf_analyzer_sweep_measures_a_served_model(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(PERF_ANALYZER is None, reason="perf_analyzer is not installed (it comes from "
                     "../shared/tools/install-perf-analyzer, which CI does not run)")
-def test_an_unstable_point_is_measured_by_request_count_instead(server: RunningServer) -> None:
-    """Windows that must agree within 0.01% never do: the point falls back to one run of a fixed
-    number of requests, and the server's window counts exactly those (and nothing else)."""
+def test_an_unsettled_point_is_measured_all_the_same_and_says_so(server: RunningServer) -> None:
+    """Windows that must agree within 0.01% never do: a second run takes the mean of 3 windows
+    whatever their spread, and the point is marked unsettled."""
     assert PERF_ANALYZER is not None
     settings = pas.Settings(PERF_ANALYZER, measurement_interval_ms=300, stability_percentage=0.01,
                             max_trials=3)
     row = pas.run_point(settings, pas.Point("identity", 2), pas.Target(server.http))
     pa = row["perf_analyzer"]
-    assert pa["mode"] == "request_count" and pa["attempts"] == 2
-    assert pa["command"][pa["command"].index("--request-count") + 1] == str(pa["request_count"])
-    assert row["server"]["requests"] == pa["request_count"] >= 100
-    assert row["server"]["cpu_us_per_request"] is None  # no pid given: no CPU figures
+    assert pa["mode"] == "unsettled" and pa["attempts"] == 2
+    assert pa["command"][pa["command"].index("-s") + 1] == "1000"
     assert row["client"]["throughput"] > 0
+    # the server's window is the second run alone: at least the 3 windows perf_analyzer counted
+    assert row["server"]["requests"] >= row["client"]["throughput"] * 3 * 0.3 * 0.9
+    assert row["server"]["cpu_us_per_request"] is None  # no pid given: no CPU figures
+
+    strict = pas.Settings(PERF_ANALYZER, measurement_interval_ms=200, stability_percentage=0.01,
+                          max_trials=3, fallback_stability=None)
+    with pytest.raises(pas.PerfAnalyzerError, match="exited with"):
+        pas.run_point(strict, pas.Point("identity", 2), pas.Target(server.http))
