@@ -154,6 +154,8 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
         # compute_infer per batch over the in-process time, for the batch size formed most often
         "ceiling share": lambda p: p["ceiling"]["at_average_batch"]["server_share"],
         "compute_infer/in-process": lambda p: p["ceiling"]["per_batch"][0]["ratio"],
+        "weighted compute_infer/in-process":
+            lambda p: p["ceiling"]["compute_infer_ratio_weighted"],
     }
     for name, read in extra.items():
         values = [v for v in (figure(r, read) for r in runs) if v is not None]
@@ -185,12 +187,15 @@ def print_summary(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> 
     ceilings = [row for row in summary if row["head"]["ceiling share"] is not None]
     if ceilings:
         print("\nagainst the in-process ONNX Runtime ceiling (medians; base / head)")
-        print(f"{'point':<18} {'share of ceiling':>18} {'compute_infer / in-process':>28}")
+        print(f"{'point':<18} {'share of ceiling':>18} {'compute_infer / in-process':>28} "
+              f"{'(weighted)':>14}   (at the batch size run most often; weighted over the "
+              "3 sizes run most often)")
         for row in ceilings:
             share = "/".join(fmt(row[s]["ceiling share"], "{:.0%}") for s in ("base", "head"))
-            ci = "/".join(fmt(row[s]["compute_infer/in-process"], "{:.2f}")
-                          for s in ("base", "head"))
-            print(f"{row['key']:<18} {share:>18} {ci:>28}")
+            ci, weighted = ("/".join(fmt(row[s][key], "{:.2f}") for s in ("base", "head"))
+                            for key in ("compute_infer/in-process",
+                                        "weighted compute_infer/in-process"))
+            print(f"{row['key']:<18} {share:>18} {ci:>28} {weighted:>14}")
     print("\nevery run")
     print(f"{'rep':>3} {'point':<18} {'side':<6}" + "".join(f" {t:>10}" for t, _ in titles)
           + "  windows (stable: within the stability percentage; unsettled: the mean of 3 that "

@@ -10,7 +10,7 @@ helper API from weights drawn by numpy with a fixed seed, so every run writes th
 Nothing here is committed: the folder lies under benchmarks/results/ (git-ignored).
 
 The model is there to have real compute per row (about 1.3 M multiply-adds over 5 MB of weights:
-near 1 ms for a batch of one on one core of the project's machine, some 50-70 us per row in
+some 200 us for a batch of one on one idle core of the project's machine, 15 us per row in
 batches of 64-128) with small tensors on the wire (1 KiB in, 40 bytes out), so batching pays and
 the server's overhead and ONNX Runtime's time can be told apart.
 """

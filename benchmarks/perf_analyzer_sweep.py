@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -175,6 +176,39 @@ def parse_proc_stat(text: str) -> int:
 
 def cpu_ticks(pid: int) -> int:
     return parse_proc_stat(Path(f"/proc/{pid}/stat").read_text())
+
+
+def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
+    """Socket inodes listening (state 0A) on `port` in a /proc/net/tcp or tcp6 table."""
+    inodes = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def pid_listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on `port`: a check that --server-pid
+    names the server itself and not, say, a shell that started it (whose CPU would read 0)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            inodes |= listening_inodes(Path(table).read_text(), port)
+        except OSError:
+            pass
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -409,7 +443,11 @@ def in_process_ceiling(settings: Settings, config: dict[str, Any],
                           "in_process_wall_us": t.us_per_batch,
                           "ratio": figures["compute_infer_us"] / t.cpu_us_per_batch})
     ceil = timings[at_average]
+    # over the sizes timed, weighted by how often the server ran each
+    weighted = (sum(b["executions"] * b["server_compute_infer_us"] for b in per_batch)
+                / sum(b["executions"] * b["in_process_us"] for b in per_batch))
     return {"model_file": str(path), "intra_op_threads": threads,
+            "compute_infer_ratio_weighted": weighted,
             "at_average_batch": {"batch": at_average, "rows_per_s": ceil.cpu_rows_per_s,
                                  "rows_per_s_wall": ceil.rows_per_s,
                                  "server_share": result["client"]["throughput"] /
@@ -514,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
                         model_repository=args.model_repository,
                         ceiling_seconds=args.ceiling_seconds)
     target = Target(args.url, args.grpc_url, args.server_pid)
+    port = urllib.parse.urlsplit(args.url).port
+    if args.server_pid is not None and port and not pid_listens_on(args.server_pid, port):
+        print(f"warning: process {args.server_pid} does not listen on port {port}: the CPU "
+              "figures are that process's, not the server's", file=sys.stderr)
     result = sweep(settings, target, points_from_args(args), args.label or args.url)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     name = "pa_" + time.strftime("%Y%m%d-%H%M%S") + ".json"

@@ -141,6 +141,33 @@ def test_cpu_ticks_follow_the_process_cpu_time() -> None:
     assert abs((ticks1 - ticks0) - expected) <= 3
 
 
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 51234 1 0
+   1: 0100007F:1F40 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 51299 1 0
+   2: 00000000:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 51240 1 0
+"""
+
+
+def test_listening_sockets_are_found_by_port() -> None:
+    # 0x1F40 = 8000 (one listening socket and one connection), 0x1F41 = 8001
+    assert pas.listening_inodes(PROC_NET_TCP, 8000) == {"51234"}
+    assert pas.listening_inodes(PROC_NET_TCP, 8001) == {"51240"}
+    assert pas.listening_inodes(PROC_NET_TCP, 8002) == set()
+
+
+def test_the_server_pid_is_checked_against_the_listening_port() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert pas.pid_listens_on(os.getpid(), port)
+        assert not pas.pid_listens_on(os.getppid(), port)  # a shell that started the server
+    assert not pas.pid_listens_on(os.getpid(), port)  # closed
+
+
 def _stats(success: int, inference: int, execution: int,
            batches: dict[int, tuple[int, int]]) -> dict[str, object]:
     return {"model_stats": [{
@@ -275,6 +302,7 @@ def test_perf_analyzer_sweep_measures_a_served_model(tmp_path: Path) -> None:
     finally:
         stop_server(proc)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "warning" not in run.stderr  # the pid given is the one listening on the port
     (out,) = tmp_path.glob("pa_*.json")
     result = json.loads(out.read_text())
     assert result["label"] == "test" and result["server_pid"] == proc.pid
@@ -294,6 +322,8 @@ def test_perf_analyzer_sweep_measures_a_served_model(tmp_path: Path) -> None:
     ceiling = points["digits:8"]["ceiling"]
     assert ceiling["at_average_batch"]["rows_per_s"] > 0 and ceiling["per_batch"]
     assert all(b["in_process_us"] > 0 and b["ratio"] > 0 for b in ceiling["per_batch"])
+    ratios = [b["ratio"] for b in ceiling["per_batch"]]
+    assert min(ratios) <= ceiling["compute_infer_ratio_weighted"] <= max(ratios)
     assert "identity:4" in run.stdout
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
