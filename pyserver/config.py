@@ -185,6 +185,8 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ModelLoadError(f"{file}: not found; every model folder needs one") from None
     except tomllib.TOMLDecodeError as exc:
         raise ModelLoadError(f"{file}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ModelLoadError(f"{file}: invalid TOML: arrays or tables nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{file}: cannot be read: {exc}") from None
     return _Reader(file).config(raw, model_dir)
