@@ -157,6 +157,16 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def _shown(value: object) -> str:
+    """A client's value as a message quotes it: short, and never an error of its own (repr()
+    of data nested a thousand levels deep raises RecursionError; orjson refuses past 255)."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return "a value nested too deeply to show"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class Logs:
     """The process's log output: one handler on the root logger, its settings changeable while
     the server runs (from the command line at start, from POST /v2/logging later)."""
@@ -182,25 +192,27 @@ class Logs:
         for key, value in changes.items():
             if key in ("log_info", "log_warnings", "log_errors"):
                 if not isinstance(value, bool):
-                    raise InvalidRequest(f"log setting '{key}' must be a boolean, got {value!r}")
+                    raise InvalidRequest(f"log setting '{key}' must be a boolean, got {_shown(value)}")
             elif key == "log_verbose_level":
                 if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
                     raise InvalidRequest(
-                        f"log setting 'log_verbose_level' must be an integer >= 0, got {value!r}"
+                        "log setting 'log_verbose_level' must be an integer >= 0 (below 2**32), "
+                        f"got {_shown(value)}"
                     )
             elif key == "log_format":
                 value = _FORMAT_ALIASES.get(value, value) if isinstance(value, str) else value
                 if value not in FORMATS:
                     raise InvalidRequest(
                         f"log setting 'log_format' must be one of {', '.join(FORMATS)} "
-                        f"(or Triton's default, ISO8601), got {changes[key]!r}"
+                        f"(or Triton's default, ISO8601), got {_shown(changes[key])}"
                     )
             elif key == "log_file":
                 if not isinstance(value, str):
-                    raise InvalidRequest(f"log setting 'log_file' must be a string, got {value!r}")
+                    raise InvalidRequest(f"log setting 'log_file' must be a string, got {_shown(value)}")
             else:
                 known = ", ".join(LogSettings.__dataclass_fields__)
-                raise InvalidRequest(f"unknown log setting '{key}' (known: {known})")
+                shown = key if len(str(key)) <= 100 else str(key)[:97] + "..."
+                raise InvalidRequest(f"unknown log setting '{shown}' (known: {known})")
             values[key] = value
         with self._lock:
             new = replace(self.settings, **values)
@@ -229,8 +241,9 @@ class Logs:
         if settings.log_file:
             try:
                 handler = logging.FileHandler(settings.log_file, encoding="utf-8")
-            except OSError as exc:
-                raise InvalidRequest(f"cannot open log_file {settings.log_file!r}: {exc}") from None
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+                shown = _shown(settings.log_file)
+                raise InvalidRequest(f"cannot open log_file {shown}: {exc}") from None
         else:
             handler = logging.StreamHandler(self._stream if self._stream is not None else sys.stderr)
         handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())

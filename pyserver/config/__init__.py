@@ -107,6 +107,8 @@ def load_config(
             raise ModelLoadError(f"{file}: cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ModelLoadError(f"{file}: invalid TOML: {exc}") from None
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise ModelLoadError(f"{file}: invalid TOML: arrays or tables nested too deeply") from None
         return read_config(raw, model_dir, str(file), name=name)
     try:
         text = data.decode("utf-8")

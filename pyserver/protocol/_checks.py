@@ -32,8 +32,26 @@ def json_type(value: object) -> str:
     return "an object"
 
 
+_SHOWN = 200  # characters of a client's value quoted back in a message, at most
+
+
 def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
+    """A client's value as JSON text for a message: shortened, and never an error of its own
+    (orjson refuses to write data nested more than 255 levels deep, which a request can be)."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return f"{json_type(value)} nested too deeply to show"
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _shape_text(shape: list[Any]) -> str:
+    """A request's shape as the messages show it ([1, 3.0]); containers inside it (a hostile
+    shape can nest a thousand levels deep) are written as JSON, which cannot recurse forever."""
+    if any(type(d) is list or type(d) is dict for d in shape):
+        return _json_text(shape)
+    text = str(shape)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def request_parameters(value: object) -> dict[str, Any]:
@@ -107,7 +125,7 @@ def input_source(p: _InputPlan, item: dict[str, Any]) -> tuple[int | None, Any]:
 def shape_error(p: _InputPlan, shape: list[Any], signature: ModelSignature) -> InvalidRequest:
     """Word why `shape` does not fit input `p` (the fast check only said that it does not)."""
     mbs = signature.max_batch_size
-    head = f"input {p.name!r} has shape {shape}"
+    head = f"input {p.name!r} has shape {_shape_text(shape)}"
     if any(type(d) is not int or d < 0 for d in shape):
         return InvalidRequest(f"{head}; dimensions must be non-negative integers")
     declared = [-1, *p.dims] if mbs > 0 else list(p.dims)
@@ -170,6 +188,21 @@ def check_range(p: _InputPlan, low: int, high: int) -> None:
             f"input {p.name!r}: value {low if low < info.min else high} is out of range "
             f"for {p.datatype} ({info.min}..{info.max})"
         )
+
+
+def float_range_error(p: _InputPlan, value: float) -> InvalidRequest:
+    limit = float(np.finfo(cast("np.dtype[np.floating[Any]]", p.dtype)).max)
+    return InvalidRequest(
+        f"input {p.name!r}: value {value!r} is out of range for {p.datatype} "
+        f"({-limit:.8g}..{limit:.8g})"
+    )
+
+
+def depth_error(p: _InputPlan, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"input {p.name!r}: 'data' is nested more than {limit} levels deep "
+        "(give it flat, or nested one level per dimension)"
+    )
 
 
 def count_error(p: _InputPlan, got: int, count: int, shape: list[int]) -> InvalidRequest:

@@ -212,10 +212,21 @@ def shape_elements(shape, tuple dims, Py_ssize_t max_batch_size):
     cdef long long count = _shape_count(shape, dims, max_batch_size)
     if count != -2:
         return count
-    # A hostile shape whose count overflows 64 bits: count in Python ints, which cannot wrap.
+    # A hostile shape whose count (or a dimension) overflows 64 bits: check and count it again
+    # in Python ints, which cannot wrap. _shape_count stopped at the overflow, so every
+    # dimension is checked here, not only multiplied (the fuzzer found [1, 2**63, 5] accepted
+    # for dims [-1, 3] when only the product was taken).
     cdef list s = <list>shape
+    cdef Py_ssize_t first = 1 if max_batch_size > 0 else 0
     cdef object total = 1
-    for dim in s:
+    for i, dim in enumerate(s):
+        if type(dim) is not int or dim < 0:
+            return -1
+        if i < first:
+            if dim < 1 or dim > max_batch_size:
+                return -1
+        elif dims[i - first] != -1 and dim != dims[i - first]:
+            return -1
         total = total * dim
     return total
 

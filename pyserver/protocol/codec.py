@@ -12,7 +12,9 @@ the model expects and what the request gave:
    and the `inputs` list with name/shape/datatype in every item are well formed;
 3. every input the model declares is present once, and no unknown or duplicate input is given;
 4. per input, in the request's order: datatype, shape, byte size (binary_data_size equals
-   elements x itemsize; JSON data holds exactly the shape's element count);
+   elements x itemsize; JSON data holds exactly the shape's element count, nested at most
+   MAX_DATA_DEPTH levels, each value in the datatype's range: integers exactly, FP32 numbers
+   below the magnitude that would round to infinity);
 5. the binary sizes add up exactly to the body's tail; then the BYTES framing of binary BYTES
    inputs (it can only be read once the tail is cut);
 6. requested outputs name known outputs, once each.
@@ -62,6 +64,16 @@ __all__ = [
 _NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 _BINARY_ONLY = (DataType.FP16, DataType.BF16)
 
+MAX_DATA_DEPTH = 32
+"""How deeply an input's JSON `data` may nest: one level per dimension, within numpy's limit on
+dimensions (32 before numpy 2). Deeper data is refused with a 400 before anything walks it
+recursively."""
+
+# The smallest magnitude that rounds to infinity in FP32 (halfway between its largest finite
+# value, 2**128 - 2**104, and 2**128): JSON numbers from here on do not fit an FP32 input.
+# (FP64 needs no check: orjson refuses numbers that do not fit a double.)
+_FP32_OVERFLOW = float(2**128 - 2**103)
+
 
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
@@ -97,6 +109,7 @@ class _InputPlan:
         "datatype",
         "dims",
         "dtype",
+        "float_overflow",
         "index",
         "is_bytes",
         "itemsize",
@@ -115,6 +128,7 @@ class _InputPlan:
         self.is_bytes = dt is DataType.BYTES
         self.json_ok = dt not in _BINARY_ONLY
         self.dtype = dt.numpy
+        self.float_overflow = _FP32_OVERFLOW if dt is DataType.FP32 else None
         # numpy kinds of an inferred JSON array that convert to this datatype without guessing
         if dt is DataType.BOOL:
             self.kinds = "b"
@@ -345,8 +359,8 @@ def _json_tensor(p: _InputPlan, data: Any, count: int, shape: list[int]) -> memo
             f"input {p.name!r}: 'data' must be a list, got {_checks.json_type(data)}"
         )
     if p.is_bytes:
-        items: list[str] = []
-        if not _flatten_strings(data, items):
+        items = _flatten_strings(p, data)
+        if items is None:
             raise InvalidRequest(
                 f"input {p.name!r} is BYTES, so its 'data' must hold only strings (or lists "
                 "of them); send raw bytes as binary data"
@@ -359,9 +373,18 @@ def _json_tensor(p: _InputPlan, data: Any, count: int, shape: list[int]) -> memo
             f"input {p.name!r} is {p.datatype}, which travels only as binary data; "
             "send it with a binary_data_size"
         )
+    # numpy builds arrays recursively: refuse deep data first. Following the first element
+    # down is enough (a regular array is as deep everywhere; numpy refuses ragged data).
+    depth = 0
+    first: Any = data
+    while type(first) is list:
+        depth += 1
+        if depth > MAX_DATA_DEPTH:
+            raise _checks.depth_error(p, MAX_DATA_DEPTH)
+        first = first[0] if first else None
     try:
         array = np.array(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidRequest(
             f"input {p.name!r}: 'data' is not a regular nested list of numbers"
         ) from None
@@ -380,20 +403,34 @@ def _json_tensor(p: _InputPlan, data: Any, count: int, shape: list[int]) -> memo
             raise _checks.kind_error(p)
         if p.kinds == "iu":
             _checks.check_range(p, int(array.min()), int(array.max()))
+        elif p.float_overflow is not None and array.dtype.kind == "f":
+            # A double beyond FP32's range would become infinity (and go back out as null).
+            low, high = float(array.min()), float(array.max())
+            if high >= p.float_overflow or low <= -p.float_overflow:
+                raise _checks.float_range_error(p, high if high >= -low else low)
     flat = np.ascontiguousarray(array.reshape(-1), dtype=p.dtype)
     return flat.data.cast("B")
 
 
-def _flatten_strings(data: list[Any], out: list[str]) -> bool:
-    for value in data:
-        if type(value) is str:
-            out.append(value)
-        elif type(value) is list:
-            if not _flatten_strings(value, out):
-                return False
+def _flatten_strings(p: _InputPlan, data: list[Any]) -> list[str] | None:
+    """The strings of BYTES `data` in row-major order, or None when it holds anything else.
+    Iterative, with a depth limit: a request's nesting must not reach Python's recursion limit."""
+    out: list[str] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if type(value) is str:
+                out.append(value)
+            elif type(value) is list:
+                if len(stack) >= MAX_DATA_DEPTH:
+                    raise _checks.depth_error(p, MAX_DATA_DEPTH)
+                stack.append(iter(value))
+                break
+            else:
+                return None
         else:
-            return False
-    return True
+            stack.pop()
+    return out
 
 
 def _requested_outputs(
@@ -450,6 +487,10 @@ def encode_response(
     chunk is the JSON header; each binary output follows as the caller's own buffer, uncopied.
     The header length is None when every output went back as JSON (Content-Type
     application/json); otherwise the response is application/octet-stream.
+
+    JSON has no NaN or infinity, and a model may produce them: in JSON outputs they are written
+    as null (orjson's choice, kept on purpose), so the header is always valid JSON. A client
+    that needs them exactly asks for the output as binary data, which keeps every bit.
     """
     plan = _plan_for(signature)
     if len(results) != len(plan.out_info):

@@ -17,7 +17,7 @@ from pyserver import _core
 from pyserver.backends import tensorrt as backend
 from pyserver.cli import build_engine
 from pyserver.cli.main import build_parser, main
-from pyserver.config import load_config
+from pyserver.config import DynamicBatching, load_config
 from pyserver.types import DataType, TensorSpec
 from tests.fakes.trt import load_fake_tensorrt
 
@@ -163,7 +163,7 @@ def test_builds_the_plan_and_a_config_that_serves_it(
     # The config beside the version folder loads, and serves the plan as built.
     config = load_config(repo / "add")
     assert config.backend == "tensorrt" and config.max_batch_size == 16
-    assert config.dynamic_batching is not None
+    assert config.dynamic_batching == DynamicBatching()  # on, with Triton's defaults
     assert [(g.kind, g.count) for g in config.instance_group] == [("KIND_GPU", 2)]
     out = capsys.readouterr().out
     assert f"wrote {plan_file}" in out and "batch 1..16 (opt 4), 2 profiles" in out
