@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from pyserver.config import load_config
+from pyserver.config import config_from_json, load_config, to_triton
 from pyserver.errors import ModelLoadError
 from pyserver.types import DataType
 
@@ -65,8 +65,10 @@ def check_input(data: bytes) -> None:
             assert spec.dims and all(type(d) is int and (d == -1 or d >= 1) for d in spec.dims)
     assert config.instance_group
     assert all(type(k) is str and type(v) is str for k, v in config.parameters.items())
-    triton = config.to_triton()
+    triton = to_triton(config)
     assert orjson.loads(orjson.dumps(triton))["name"] == MODEL
+    # the JSON of GET .../config, given back as a load request's config, means the same
+    assert to_triton(config_from_json(orjson.dumps(triton).decode(), model_dir, MODEL)) == triton
     assert load_config(model_dir) == config
 
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from fuzz import fuzz_config_toml, fuzz_decode, fuzz_decompress, fuzz_log_settings, make_corpus
+from fuzz import (
+    fuzz_config_pbtxt,
+    fuzz_config_toml,
+    fuzz_decode,
+    fuzz_decompress,
+    fuzz_log_settings,
+    make_corpus,
+)
 from pyserver.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +25,7 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "decode": fuzz_decode.check_input,
     "decompress": fuzz_decompress.check_input,
     "config_toml": fuzz_config_toml.check_input,
+    "config_pbtxt": fuzz_config_pbtxt.check_input,
     "log_settings": fuzz_log_settings.check_input,
 }
 CASES = [
