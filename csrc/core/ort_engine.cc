@@ -354,7 +354,10 @@ Status OrtEngine::Create(std::shared_ptr<OrtModelSession> session, OrtEngineOpti
     }
     engine->outputs_.push_back(std::move(output));
   }
-  for (const Output& output : engine->outputs_) engine->output_names_.push_back(output.name.c_str());
+  for (const Output& output : engine->outputs_) {
+    engine->output_names_.push_back(output.name.c_str());
+    engine->any_fixed_shape_ = engine->any_fixed_shape_ || output.fixed_shape;
+  }
   Status status = engine->library_.Check(
       engine->api_.CreateCpuMemoryInfo(ort::kOrtArenaAllocator, ort::kOrtMemTypeDefault,
                                        &engine->memory_info_),
@@ -466,11 +469,33 @@ Status OrtEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
         "CreateTensorWithDataAsOrtValue");
     if (!status.ok()) return status;
   }
+  const bool preallocate = preallocate_.load(std::memory_order_relaxed);
+  Status status = RunSession(inputs, in.data(), preallocate, outputs);
+  if (!status.ok() && preallocate && any_fixed_shape_) {
+    // A model may declare output shapes it does not keep to (shape inference cannot check an
+    // output that depends on input values): ONNX Runtime only warns when it allocates such an
+    // output itself, but refuses a pre-allocated buffer of the declared shape. So before the
+    // batch fails, it runs once more with every output left to ONNX Runtime; if that succeeds,
+    // the declared shapes are not to be trusted and this engine stops pre-allocating. (A batch
+    // that fails for another reason fails twice: only failing batches pay for this.)
+    Status retry = RunSession(inputs, in.data(), false, outputs);
+    if (retry.ok()) {
+      preallocate_.store(false, std::memory_order_relaxed);
+      return retry;
+    }
+  }
+  return status;
+}
+
+// One Run of the session over the wrapped inputs `in`; `preallocate`: outputs of fixed shape
+// go into buffers allocated here (else ONNX Runtime allocates every output).
+Status OrtEngine::RunSession(const BatchInputs& inputs, ort::OrtValue* const* in,
+                             bool preallocate, BatchOutputs* outputs) {
   const int64_t rows = !inputs.empty() && !inputs[0].shape.empty() ? inputs[0].shape[0] : 0;
   ValueList out(api_, outputs_.size());
   bool any_runtime_allocated = false;
   for (size_t j = 0; j < outputs_.size(); ++j) {
-    if (outputs_[j].fixed_shape) {
+    if (preallocate && outputs_[j].fixed_shape) {
       Status status = PrepareOutput(outputs_[j], rows, &(*outputs)[j], &out[j]);
       if (!status.ok()) return status;
     } else {
@@ -479,7 +504,7 @@ Status OrtEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
   }
 
   Status status = library_.Check(
-      api_.Run(session_->get(), nullptr, input_names_.data(), in.data(), inputs.size(),
+      api_.Run(session_->get(), nullptr, input_names_.data(), in, inputs.size(),
                output_names_.data(), outputs_.size(), out.data()),
       "Run");
   if (!status.ok()) return status;
@@ -492,7 +517,7 @@ Status OrtEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
   }
   uint64_t preallocated = 0;
   for (size_t j = 0; j < outputs_.size(); ++j) {
-    if (outputs_[j].fixed_shape) {
+    if (preallocate && outputs_[j].fixed_shape) {
       ++preallocated;  // written in place; the OrtValue over it is released with `out`
       continue;
     }

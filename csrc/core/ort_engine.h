@@ -5,7 +5,9 @@
 //   - each gathered input buffer becomes an OrtValue over the same memory (no copy);
 //   - an output whose shape the model fixes (every dimension static, or all but the batch
 //     dimension when the model batches) is written by ONNX Runtime straight into a buffer the
-//     engine allocated for it (a pre-created OrtValue handed to Run);
+//     engine allocated for it (a pre-created OrtValue handed to Run; measured cheaper than
+//     letting ONNX Runtime allocate: docs/onnxruntime-native.md). A model whose outputs break
+//     their declared shapes makes the engine stop doing so (Execute);
 //   - any other output is allocated by ONNX Runtime and handed on as it is: the batch's output
 //     buffer owns the OrtValue (released when the last response view is dropped). No copy
 //     either way.
@@ -127,6 +129,8 @@ class OrtEngine final : public Engine {
   };
 
   OrtEngine(std::shared_ptr<OrtModelSession> session, OrtEngineOptions options);
+  Status RunSession(const BatchInputs& inputs, ort::OrtValue* const* in, bool preallocate,
+                    BatchOutputs* outputs);
   Status PrepareOutput(const Output& output, int64_t rows, BatchTensor* tensor,
                        ort::OrtValue** value);
   Status TakeOutput(const Output& output, ort::OrtValue** slot,
@@ -141,6 +145,9 @@ class OrtEngine final : public Engine {
   std::vector<const char*> input_names_;        // into options_.input_names
   std::vector<const char*> output_names_;       // into outputs_[j].name
   std::vector<Output> outputs_;
+  bool any_fixed_shape_ = false;
+  // Cleared for good when a batch succeeds only with ONNX Runtime allocating (see Execute).
+  std::atomic<bool> preallocate_{true};
   std::atomic<uint64_t> executions_{0};
   std::atomic<uint64_t> preallocated_{0};
   std::atomic<uint64_t> runtime_allocated_{0};

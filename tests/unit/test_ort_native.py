@@ -457,3 +457,30 @@ def test_a_failing_batch_fails_alone(
     assert engine.executions == 2
     stats = m.scheduler.stats()
     assert stats["fail_by_reason"]["BACKEND"] == 2 and stats["success"]["count"] == 1
+
+
+def test_outputs_that_break_their_declared_shape_still_answer(
+    library: str, make: Callable[..., Model], tmp_path: Path
+) -> None:
+    """y declares [2, 2] but Reshape makes whatever `s` says: ONNX Runtime refuses a buffer of the
+    declared shape, so the engine reruns the batch with y left to ONNX Runtime (as the Python
+    engine would answer) and stops pre-allocating for this model."""
+    path = save(tmp_path, helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])], "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    ))
+    engine = _core.onnxruntime_engine(session(library, path), ["x", "s"], ["y"], False)
+    m = make([fp32("x", (1, 4)), ("s", int(DataType.INT64), (2,))], [fp32("y", (-1, -1))],
+             [engine], max_batch_size=0)
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    for shape in ((2, 2), (1, 4), (4, 1)):
+        request_id = m.submit(((1, 4), x), ((2,), np.array(shape, np.int64)))
+        code, ((got_shape, y),) = wait_completions(m.cq, 1)[request_id]
+        assert code == StatusCode.OK and got_shape == shape
+        np.testing.assert_array_equal(np.frombuffer(y, np.float32), x.ravel())
+    # the first batch fit its declared shape; the second needed the rerun; the third no longer
+    # pre-allocates
+    assert (engine.executions, engine.preallocated_outputs, engine.runtime_allocated_outputs) == (
+        3, 1, 2)
