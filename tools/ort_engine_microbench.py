@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import select
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("engines/digits/1/model.onnx"))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("-n", type=int, default=3000, help="batches measured per cell")
+    parser.add_argument("--repeats", type=int, default=5, help="medians of this many rounds")
     args = parser.parse_args()
     engines: list[tuple[str, Callable[[], _core.Engine]]] = [
         ("native", lambda: native(args.model, True)),
@@ -99,14 +101,19 @@ def main() -> None:
         ("python engine", lambda: python(args.model)),
     ]
     rng = np.random.default_rng(0)
-    print(f"mean us per batch over {args.n} batches ({args.model})")
+    print(f"mean us per batch over {args.n} batches, median of {args.repeats} rounds "
+          f"({args.model})")
     print(f"{'batch':>5} {'in-process':>11} " + " ".join(f"{name:>22}" for name, _ in engines))
     for b in args.batch:
         feed = {i.name: (rng.random([b] + list(i.shape[1:])) * 16).astype(np.float32)
                 for i in python_session(args.model).get_inputs()}
-        cells = [in_process_us(args.model, feed, args.n)]
-        cells += [per_batch_us(make(), args.model, feed, args.n) for _, make in engines]
-        print(f"{b:5d} {cells[0]:11.1f} " + " ".join(f"{c:22.1f}" for c in cells[1:]))
+        rounds = []
+        for _ in range(args.repeats):  # the cells of one round measured side by side in time
+            cells = [in_process_us(args.model, feed, args.n)]
+            cells += [per_batch_us(make(), args.model, feed, args.n) for _, make in engines]
+            rounds.append(cells)
+        medians = [statistics.median(column) for column in zip(*rounds)]
+        print(f"{b:5d} {medians[0]:11.1f} " + " ".join(f"{c:22.1f}" for c in medians[1:]))
 
 
 if __name__ == "__main__":

@@ -265,23 +265,33 @@ def _native_session(
         raise ModelLoadError(f"{model_file}: onnxruntime could not load it: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _NotNative:
+    """Why the native engine cannot run a model; `broken`: something is wrong with the
+    installation (logged as a warning), rather than a model it does not cover."""
+
+    reason: str
+    broken: bool
+
+
 def _load_native(
     config: ModelConfig, version_dir: Path, model_file: Path, params: SessionParams
-) -> LoadedModel | str:
-    """The model on native engines, or why it cannot run there (a log line's reason)."""
+) -> LoadedModel | _NotNative:
+    """The model on native engines, or why it cannot run there."""
     library = library_path()
     if library is None:
-        return "no libonnxruntime.so.1.x was found in the onnxruntime package"
+        return _NotNative("no libonnxruntime.so.1.x was found in the onnxruntime package", True)
     info = _core.onnxruntime_library(str(library))
     if not info["available"]:
-        return str(info["error"])
+        return _NotNative(str(info["error"]), True)
     options = _native_options(params, model_file)
     # (1) the model file, in a first session; (2) its tensors.
     first = _native_session(library, options, model_file)
     inputs, outputs = _reconcile(config, first.inputs, first.outputs, model_file)
     strings = [t.name for t in (*inputs, *outputs) if t.datatype is DataType.BYTES]
     if strings:
-        return f"string tensors ({', '.join(strings)}) run on the Python engine only"
+        return _NotNative(f"string tensors ({', '.join(strings)}) run on the Python engine only",
+                          False)
     # (3) one engine per instance, each with a session of its own.
     count = cpu_instance_count(config)
     sessions = [first] + [_native_session(library, options, model_file) for _ in range(count - 1)]
@@ -340,6 +350,7 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
     if not model_file.is_file():
         raise ModelLoadError(f"{model_file}: model file not found")
     params = session_params(config)
+    level, reason = logging.INFO, "parameters.engine = python"
     if params.engine != "python":
         loaded = _load_native(config, version_dir, model_file, params)
         if isinstance(loaded, LoadedModel):
@@ -347,11 +358,9 @@ def load(config: ModelConfig, version_dir: Path) -> LoadedModel:
         if params.engine == "native":
             raise ModelLoadError(
                 f"{source}: parameters.engine: the native ONNX Runtime engine cannot run this "
-                f"model: {loaded}"
+                f"model: {loaded.reason}"
             )
-        reason = loaded
-    else:
-        reason = "parameters.engine = python"
-    log.info("model %s version %s: Python ONNX Runtime engine: %s",
-             config.name, version_dir.name, reason)
+        level, reason = (logging.WARNING if loaded.broken else logging.INFO), loaded.reason
+    log.log(level, "model %s version %s: Python ONNX Runtime engine: %s",
+            config.name, version_dir.name, reason)
     return _load_python(config, model_file, params)
