@@ -249,3 +249,74 @@ def use_cuda_driver(path: str | None) -> None:
     """Load the CUDA driver from `path` (None: the default search) in place of the one loaded so
     far; engines made before keep the driver they were made with. Tests use it to swap in the
     fake driver (tests/fakes/fake_cuda.c)."""
+
+# --- ONNX Runtime in the core (csrc/core/ort_library.h, ort_engine.h) ----------------------------
+
+def onnxruntime_library(path: str) -> dict[str, Any]:
+    """Load ONNX Runtime's C API from the shared library at `path` (once per path, for the life
+    of the process): {"available": bool, "error": str ("" when available), "library": str,
+    "version": str (ONNX Runtime's, "1.22.0"), "api_version": int (the C API version asked
+    for)}. Never raises."""
+
+class OnnxRuntimeSessionOptions:
+    """How the core makes a session; -1 keeps ONNX Runtime's default (as onnxruntime's
+    SessionOptions would)."""
+
+    model_path: str
+    intra_op_num_threads: int  # >= 0; 0 = ONNX Runtime picks
+    inter_op_num_threads: int  # >= 0; 0 = ONNX Runtime picks
+    graph_optimization_level: int  # 0 disable, 1 basic, 2 extended, 99 all
+    execution_mode: int  # 0 sequential, 1 parallel
+    def __init__(self) -> None: ...
+
+# (name, ONNX Runtime's type string as onnxruntime.NodeArg.type spells it: "tensor(float)", ...;
+# "seq", "map", "opaque", "sparse_tensor" or "optional" for what is not a tensor, dims with -1
+# where the model leaves a dimension open)
+OnnxTensorInfo: TypeAlias = tuple[str, str, tuple[int, ...]]
+
+class OnnxRuntimeSession:
+    """An ONNX Runtime session the core made, until an engine takes it."""
+
+    @property
+    def inputs(self) -> list[OnnxTensorInfo]: ...
+    @property
+    def outputs(self) -> list[OnnxTensorInfo]: ...
+    @property
+    def version(self) -> str:
+        """ONNX Runtime's version."""
+
+def onnxruntime_session(library: str, options: OnnxRuntimeSessionOptions) -> OnnxRuntimeSession:
+    """Make a session over options.model_path with the library at `library` (loaded as
+    onnxruntime_library does), the GIL released meanwhile. ValueError for options out of range,
+    RuntimeError naming the ONNX Runtime call that failed otherwise ("CreateSession:
+    NO_SUCHFILE: ...")."""
+
+class OnnxRuntimeEngine(Engine):
+    """ONNX Runtime run by the core with no GIL: inputs wrapped without a copy, outputs written
+    into the engine's buffers (fixed shapes) or handed on as ONNX Runtime allocated them."""
+
+    @property
+    def executions(self) -> int:
+        """Batches executed."""
+    @property
+    def preallocated_outputs(self) -> int:
+        """Outputs ONNX Runtime wrote into buffers the engine allocated."""
+    @property
+    def runtime_allocated_outputs(self) -> int:
+        """Outputs ONNX Runtime allocated and the engine handed on."""
+    @property
+    def version(self) -> str: ...
+
+def onnxruntime_engine(
+    session: OnnxRuntimeSession,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    batching: bool,
+    preallocate_outputs: bool = True,
+) -> OnnxRuntimeEngine:
+    """An engine running `session`, which it takes (one session per instance). input_names: every
+    model input, in the scheduler's input order; output_names: the outputs served, in the
+    scheduler's output order; batching: the model batches (max_batch_size > 0).
+    preallocate_outputs=False lets ONNX Runtime allocate every output. ValueError for a name the
+    model does not have, a missing input, a non-tensor or a type with no v2 datatype;
+    NotImplementedError for a string tensor."""

@@ -23,6 +23,7 @@ void BindEngines(py::module_& m);
 void BindCompletionQueue(py::module_& m);
 void BindScheduler(py::module_& m);
 void BindDevice(py::module_& m);
+void BindOnnxRuntime(py::module_& m);
 
 }  // namespace bindings
 }  // namespace pyserver

@@ -34,4 +34,5 @@ PYBIND11_MODULE(_core, m) {
   pyserver::bindings::BindCompletionQueue(m);
   pyserver::bindings::BindScheduler(m);
   pyserver::bindings::BindDevice(m);
+  pyserver::bindings::BindOnnxRuntime(m);
 }
