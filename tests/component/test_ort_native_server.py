@@ -28,7 +28,7 @@ CONFIG = ('backend = "onnxruntime"\nmax_batch_size = 64\n[dynamic_batching]\n'
 
 
 def engines_of(running: RunningServer, name: str) -> list[_core.Engine]:
-    return list(running.server.repository.get(name).engines)  # type: ignore[attr-defined]
+    return list(running.server.models.get(name).engines)  # type: ignore[attr-defined]
 
 
 def test_bundled_onnx_models_run_on_the_native_engine(server: RunningServer) -> None:
