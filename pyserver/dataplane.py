@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyserver import __version__
-from pyserver.errors import NotFound, Unavailable, Unsupported
+from pyserver.errors import NotFound, QueueFull, Unavailable, Unsupported
 from pyserver.logs import LOGS
 from pyserver.model import Model
 from pyserver.protocol.codec import InferRequest
@@ -184,7 +184,7 @@ class DataPlane:
             # Backpressure: refuse before the body is read, so that a full queue does not turn
             # into buffered request bodies. The core checks again (by priority level) on submit.
             model.record_failure(started, rejected=True)
-            raise Unavailable(
+            raise QueueFull(
                 f"model '{model.name}' version {model.version}: the queue is full; retry later"
             )
         return Admission(model, started)

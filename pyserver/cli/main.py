@@ -12,8 +12,8 @@ from pyserver import __version__
 from pyserver.cli import build_engine
 from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
-from pyserver.http.server import ServerOptions, run
 from pyserver.logs import FORMATS, LEVELS, LOGS, settings_for_level
+from pyserver.server import ServerOptions, run
 
 TRITON_METRICS_PORT = 8002
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyserver", description="pyserver model server")
     parser.add_argument("--version", action="version", version=f"pyserver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a model repository over HTTP (KServe v2)")
+    serve = commands.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe v2)")
     serve.add_argument(
         "--model-repository", type=Path, default=Path("engines"),
         help="folder of models (default: ./engines, the bundled repository)",
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-request-size", type=int, default=DEFAULT_MAX_REQUEST_SIZE,
-        help="largest request body in bytes, after decompression (default 64 MiB)",
+        help="largest request body (HTTP) or message (gRPC) in bytes, after decompression "
+        "(default 64 MiB)",
     )
     serve.add_argument(
         "--allow-metrics", type=_boolean, default=True, metavar="true|false",
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also serve /metrics on this port (the flag alone: 8002, Triton's metrics port); "
         "without the flag, /metrics is on the HTTP port only",
+    )
+    serve.add_argument(
+        "--allow-grpc", type=_boolean, default=True, metavar="true|false",
+        help="serve Triton's gRPC inference service (default true)",
+    )
+    serve.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001)")
+    serve.add_argument(
+        "--grpc-address", default=None, help="address gRPC listens on (default: the HTTP one)"
     )
     serve.add_argument(
         "--log-level", default="info", choices=LEVELS,
@@ -118,5 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
                 allow_metrics=args.allow_metrics,
                 metrics_port=args.metrics_port,
+                allow_grpc=args.allow_grpc,
+                grpc_port=args.grpc_port,
+                grpc_host=args.grpc_address,
             )
         )
