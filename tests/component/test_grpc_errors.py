@@ -18,8 +18,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.component.test_scheduling import identity_config, model_of, until, wait_until
 from tests.component.test_http_errors import request as http_request
+from tests.component.test_scheduling import identity_config, model_of, until, wait_until
 from tests.conftest import RunningServer
 
 
