@@ -35,10 +35,6 @@ class GrpcFrontEnd:
         service = InferenceServicer(dataplane).handlers()
         service["ModelStreamInfer"] = self.streams.handler(pb.ModelInferRequest)
         self._server = grpc.aio.server(
-            handlers=[
-                grpc.method_handlers_generic_handler(pb.SERVICE, service),
-                grpc.method_handlers_generic_handler(pb.HEALTH_SERVICE, self.health.handlers()),
-            ],
             options=[
                 # A message larger than this (after decompression) is refused with
                 # RESOURCE_EXHAUSTED before any of it reaches pyserver, as HTTP answers 413.
@@ -49,6 +45,10 @@ class GrpcFrontEnd:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        for name, handlers in ((pb.SERVICE, service), (pb.HEALTH_SERVICE, self.health.handlers())):
+            # Registered methods are matched by grpc's core as a call arrives, without a
+            # per-call lookup through a generic handler in Python.
+            self._server.add_registered_method_handlers(name, handlers)
 
     async def start(self) -> int:
         """Listen; returns the bound port (an ephemeral one for port 0)."""
