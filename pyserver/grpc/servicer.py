@@ -41,29 +41,32 @@ Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 def _rpc(name: str, method: Unary) -> Unary:
     """Wrap one unary RPC: its request context, its errors, its verbose log line."""
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = CURRENT_REQUEST.set(RequestContext())
-        started = time.monotonic_ns()
-        code = "OK"
+    async def answer(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(request, context)
         except ServerError as exc:
-            code = exc.grpc_status
             await context.abort(status_code(exc), str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = "CANCELLED"
             raise
         except Exception as exc:  # a bug: answer INTERNAL and keep serving
-            code = "INTERNAL"
             log.exception("internal error in %s", name)
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
             )
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = CURRENT_REQUEST.set(RequestContext())
+        try:
+            if not request_log.isEnabledFor(logging.DEBUG):
+                return await answer(request, context)
+            started = time.monotonic_ns()
+            try:
+                return await answer(request, context)
+            finally:
+                code = context.code() or grpc.StatusCode.OK
+                request_log.debug("grpc %s -> %s in %.3f ms", name, code.name,
+                                  (time.monotonic_ns() - started) / 1e6)
         finally:
-            if request_log.isEnabledFor(logging.DEBUG):
-                request_log.debug(
-                    "grpc %s -> %s in %.3f ms", name, code, (time.monotonic_ns() - started) / 1e6
-                )
             CURRENT_REQUEST.reset(token)
 
     return call
@@ -81,10 +84,11 @@ def infer_decoder(message: Any, context: grpc.aio.ServicerContext) -> Callable[
     any `timeout`, whether a request may shorten its wait); the deadline itself cancels the call
     in any case."""
 
+    if message.id:
+        bind_request_id(message.id)  # known before decoding: a malformed request's lines too
+
     def decode(signature: ModelSignature) -> InferRequest:
         request = decode_infer_request(message, signature)
-        if request.id is not None:
-            bind_request_id(request.id)
         remaining = context.time_remaining()
         if remaining is not None:
             deadline_us = max(1, int(remaining * 1e6))
