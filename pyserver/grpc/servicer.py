@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -33,8 +33,6 @@ from pyserver.types import ModelSignature
 log = logging.getLogger("pyserver.grpc")
 request_log = logging.getLogger("pyserver.grpc.request")
 
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 

@@ -338,3 +338,22 @@ def test_without_grpc_nothing_listens(make_repository, serve_repository) -> None
                             '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_INT32"\ndims = [2]\n'})
     running = serve_repository(repo, allow_grpc=False)
     assert running.grpc_port is None and running.server.grpc_address is None
+
+
+def test_a_taken_grpc_port_is_an_error() -> None:
+    """Two servers do not share a port unnoticed (grpc sets SO_REUSEPORT unless told not to,
+    and two sockets with it would split the calls between them)."""
+    from pyserver.grpc import GrpcFrontEnd
+
+    async def run() -> None:
+        first = GrpcFrontEnd(None, "127.0.0.1", 0, 1 << 20)  # type: ignore[arg-type]
+        port = await first.start()
+        second = GrpcFrontEnd(None, "127.0.0.1", port, 1 << 20)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(OSError, match=f"gRPC cannot listen on 127.0.0.1:{port}"):
+                await second.start()
+        finally:
+            await second.stop(0)
+            await first.stop(0)
+
+    asyncio.run(run())
