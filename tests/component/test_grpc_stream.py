@@ -36,13 +36,23 @@ def stream_request(model: str, value: float, request_id: str, width: int = 2) ->
     return request
 
 
-def test_stream_of_256_requests_64_at_a_time_batches(server: RunningServer) -> None:
-    """tritonclient's stream: every request answered once with its id and its own rows; the
-    statistics show fewer executions than inferences."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+IDENTITY_BATCHING = (  # the bundled identity, with a queue delay so that stream arrivals batch
+    'backend = "identity"\nmax_batch_size = 256\n'
+    '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_FP32"\ndims = [16]\n'
+    '[[output]]\nname = "OUTPUT0"\ndata_type = "TYPE_FP32"\ndims = [16]\n'
+    "[dynamic_batching]\nmax_queue_delay_microseconds = 20000\npreferred_batch_size = [64]\n"
+)
+
+
+def test_stream_of_256_requests_64_at_a_time_batches(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    """tritonclient's stream, 64 requests in flight at a time: every request answered once with
+    its id and its own rows; the statistics show fewer executions than inferences. (The sync
+    client writes a stream's requests one by one; the 20 ms queue delay lets those that arrive
+    together form a batch whatever the machine's speed.)"""
+    running = serve_repository(make_repository({"identity": IDENTITY_BATCHING}))
+    client = grpcclient.InferenceServerClient(running.grpc_url)
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     try:
-        before = client.get_inference_statistics("identity").model_stats[0]
         client.start_stream(callback=lambda result, error: answers.put((result, error)))
         got: dict[str, np.ndarray] = {}
         for r in range(4):
@@ -54,15 +64,14 @@ def test_stream_of_256_requests_64_at_a_time_batches(server: RunningServer) -> N
                 assert error is None, error
                 got[result.get_response().id] = result.as_numpy("OUTPUT0")
         client.stop_stream()
-        after = client.get_inference_statistics("identity").model_stats[0]
+        stats = client.get_inference_statistics("identity").model_stats[0]
     finally:
         client.close()
     assert sorted(got, key=int) == [str(i) for i in range(256)]
     for key, rows in got.items():
         np.testing.assert_array_equal(rows, np.full((1, 16), int(key), np.float32))
-    assert after.inference_count - before.inference_count == 256
-    executions = after.execution_count - before.execution_count
-    assert executions < 256, executions
+    assert stats.inference_count == 256
+    assert stats.execution_count < 256, stats.execution_count
 
 
 def test_aio_stream_infer(server: RunningServer) -> None:
