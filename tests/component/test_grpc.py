@@ -212,37 +212,42 @@ def test_async_infer_with_callbacks(client: grpcclient.InferenceServerClient) ->
         np.testing.assert_array_equal(got[i], x)
 
 
-def test_aio_client_64_in_flight_batches(server: RunningServer) -> None:
-    """64 unary calls in flight on `identity` through the aio client: every call gets its own
-    rows, and the statistics (over gRPC) show fewer executions than inferences."""
+IDENTITY_BATCHING = (  # the bundled identity, with a queue delay so that arrivals batch
+    'backend = "identity"\nmax_batch_size = 256\n'
+    '[[input]]\nname = "INPUT0"\ndata_type = "TYPE_FP32"\ndims = [16]\n'
+    '[[output]]\nname = "OUTPUT0"\ndata_type = "TYPE_FP32"\ndims = [16]\n'
+    "[dynamic_batching]\nmax_queue_delay_microseconds = 20000\npreferred_batch_size = [64]\n"
+)
 
-    async def run() -> tuple[list[np.ndarray], list[np.ndarray], Any, Any]:
-        client = aioclient.InferenceServerClient(server.grpc_url)
+
+def test_aio_client_64_in_flight_batches(make_repository, serve_repository) -> None:  # type: ignore[no-untyped-def]
+    """64 unary calls in flight on `identity` through the aio client: every call gets its own
+    rows, and the statistics (over gRPC) show fewer executions than inferences. (A 20 ms queue
+    delay lets the calls that arrive together form a batch whatever the machine's speed.)"""
+    running = serve_repository(make_repository({"identity": IDENTITY_BATCHING}))
+
+    async def run() -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+        client = aioclient.InferenceServerClient(running.grpc_url)
         try:
             async def one(x: np.ndarray) -> np.ndarray:
                 inp = aioclient.InferInput("INPUT0", [1, 16], "FP32")
                 inp.set_data_from_numpy(x)
                 return (await client.infer("identity", [inp])).as_numpy("OUTPUT0")
 
-            await asyncio.gather(*(one(np.zeros((1, 16), np.float32)) for _ in range(64)))
-            before = await client.get_inference_statistics("identity", as_json=True)
             arrays = [np.full((1, 16), i, dtype=np.float32) for i in range(64 * 4)]
             outs: list[np.ndarray] = []
             for r in range(4):
                 outs += await asyncio.gather(*(one(x) for x in arrays[r * 64 : (r + 1) * 64]))
-            after = await client.get_inference_statistics("identity", as_json=True)
-            return arrays, outs, before, after
+            stats = await client.get_inference_statistics("identity")
+            return arrays, outs, stats.model_stats[0]
         finally:
             await client.close()
 
-    arrays, outs, before, after = asyncio.run(run())
+    arrays, outs, stats = asyncio.run(run())
     for x, y in zip(arrays, outs, strict=True):
         np.testing.assert_array_equal(x, y)
-    b, a = before["model_stats"][0], after["model_stats"][0]
-    inferences = int(a["inference_count"]) - int(b["inference_count"])
-    executions = int(a["execution_count"]) - int(b["execution_count"])
-    assert inferences == 256
-    assert executions < inferences, (executions, inferences)
+    assert stats.inference_count == 256
+    assert stats.execution_count < 256, stats.execution_count
 
 
 def test_statistics_agree_with_http(server: RunningServer, client: grpcclient.InferenceServerClient) -> None:
