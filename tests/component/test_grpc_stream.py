@@ -188,7 +188,8 @@ def test_a_client_that_vanishes_mid_stream_leaves_the_others_unharmed(make_repos
 
     answers = service_pb2_grpc.GRPCInferenceServiceStub(leaver).ModelStreamInfer(requests())
     sent.wait(10)
-    wait_until(lambda: slow.stats()["pending"] == 3, "one request runs and two are queued")
+    wait_until(lambda: slow.engines[0].executions == 1 and slow.stats()["pending"] == 3,
+               "one request runs and two are queued")
     leaver.close()  # gone, without a goodbye
     with pytest.raises(grpc.RpcError):
         list(answers)
