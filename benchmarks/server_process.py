@@ -22,7 +22,10 @@ def free_port() -> int:
 
 def start_server(port: int, *flags: str, repository: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the server on `repository` (the bundled engines/ by default) and wait until it is
-    ready; extra command-line flags go through."""
+    ready; extra command-line flags go through. gRPC stays off unless a flag names it (two
+    servers would otherwise both want port 8001)."""
+    if not any(flag.startswith("--grpc") or flag == "--allow-grpc" for flag in flags):
+        flags = (*flags, "--allow-grpc", "false")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyserver", "serve", "--model-repository",
          str(repository or ROOT / "engines"), "--host", "127.0.0.1", "--http-port", str(port),

@@ -27,7 +27,14 @@ from typing import Any
 
 from pyserver import __version__
 from pyserver.config import to_triton
-from pyserver.errors import InvalidRequest, NotFound, ServerError, Unavailable, from_status
+from pyserver.errors import (
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+    ServerError,
+    Unavailable,
+    from_status,
+)
 from pyserver.lifecycle import ModelManager
 from pyserver.logs import LOGS
 from pyserver.model import Model
@@ -205,7 +212,7 @@ class DataPlane:
         version: str | None = None,
     ) -> None:
         """Load or reload `name` (its config overridden by `config`, a model config as JSON;
-        `files` maps "file:<version>/<file>" to contents and needs `config`; `version` loads
+        `files` maps "<version>/<file>" to contents and needs `config`; `version` loads
         just that version beside those serving). Returns when the model is READY; raises with
         the reason otherwise."""
         self._check_control("load")
@@ -243,7 +250,7 @@ class DataPlane:
             # Backpressure: refuse before the body is read, so that a full queue does not turn
             # into buffered request bodies. The core checks again (by priority level) on submit.
             model.record_failure(started, rejected=True)
-            raise Unavailable(
+            raise QueueFull(
                 f"model '{model.name}' version {model.version}: the queue is full; retry later"
             )
         model.acquire()

@@ -1,7 +1,9 @@
-"""One hierarchy of errors, each carrying its HTTP status.
+"""One hierarchy of errors, each carrying its HTTP status and the gRPC status code that means
+the same (a name of grpc.StatusCode; kept as text so this module needs no grpc).
 
-The HTTP layer's middleware is the single place that turns these into responses; the data plane
-is the single place that turns a core status code into one of them (`from_status`).
+The HTTP layer's middleware and the gRPC servicer are the single places that turn these into
+answers, with the same message on both; the data plane is the single place that turns a core
+status code into one of them (`from_status`). docs/protocol.md lists the statuses side by side.
 """
 
 from __future__ import annotations
@@ -13,50 +15,67 @@ class ServerError(Exception):
     """Base class: a failure a client should hear about, with the HTTP status that says so."""
 
     http_status = 500
+    grpc_status = "INTERNAL"
 
 
 class InvalidRequest(ServerError):
     http_status = 400
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class NotFound(ServerError):
     http_status = 404
+    grpc_status = "NOT_FOUND"
 
 
 class PayloadTooLarge(ServerError):
     http_status = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(ServerError):
-    """The server or model is not ready, or its queue is full."""
+    """The server or model is not ready, or it is shutting down."""
 
     http_status = 503
+    grpc_status = "UNAVAILABLE"
+
+
+class QueueFull(Unavailable):
+    """The model's queue is full: retry later. HTTP says 503, as for any Unavailable; gRPC has a
+    code of its own for a resource that ran out."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class DeadlineExceeded(ServerError):
     """The request's time in the queue ran out."""
 
     http_status = 503
+    grpc_status = "DEADLINE_EXCEEDED"
 
 
 class Cancelled(ServerError):
     """The client went away; nobody reads this, but it is counted."""
 
     http_status = 499
+    grpc_status = "CANCELLED"
 
 
 class Unsupported(ServerError):
     http_status = 501
+    grpc_status = "UNIMPLEMENTED"
 
 
 class InternalError(ServerError):
     http_status = 500
+    grpc_status = "INTERNAL"
 
 
 class ModelLoadError(ServerError):
     """A model's configuration or files are wrong; the message names the file and the key."""
 
     http_status = 400
+    grpc_status = "INVALID_ARGUMENT"
 
 
 _BY_STATUS: dict[StatusCode, type[ServerError]] = {

@@ -149,9 +149,9 @@ def fingerprint(version_dir: Path) -> Fingerprint:
 
 
 def decode_files(parameters: Mapping[str, object]) -> dict[str, bytes]:
-    """The `file:<version>/<name>` parameters of an HTTP load request, base64-decoded and
-    checked to stay inside the model's folder. InvalidRequest names the bad one; nothing is
-    written here."""
+    """The `file:<version>/<name>` parameters of an HTTP load request, base64-decoded, keyed
+    by "<version>/<name>" as the data plane takes them. InvalidRequest names the bad one;
+    nothing is written here."""
     files: dict[str, bytes] = {}
     for key, value in parameters.items():
         if not key.startswith("file:"):
@@ -160,28 +160,28 @@ def decode_files(parameters: Mapping[str, object]) -> dict[str, bytes]:
             raise InvalidRequest(f"load parameter {key!r}: expected base64 text, got "
                                  f"{type(value).__name__}")
         try:
-            files[key] = base64.b64decode(value, validate=True)
+            files[key[len("file:"):]] = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"load parameter {key!r}: not valid base64: {exc}") from None
     return files
 
 
-def check_file_name(key: str) -> PurePosixPath:
-    """The relative path of a `file:` parameter, which must stay inside the model's folder."""
-    text = key[len("file:"):]
-    path = PurePosixPath(text)
-    if (not text or text.startswith("/") or "\\" in text or "\0" in text
-            or any(part in ("..", "") for part in text.split("/"))):
+def check_file_name(name: str) -> PurePosixPath:
+    """The relative path of a load request's file ("1/model.onnx"), which must stay inside the
+    model's folder."""
+    path = PurePosixPath(name)
+    if (not name or name.startswith("/") or "\\" in name or "\0" in name
+            or any(part in ("..", "") for part in name.split("/"))):
         raise InvalidRequest(
-            f"load parameter {key!r}: expected a relative path inside the model's folder such "
-            "as 'file:1/model.onnx' (no '..', no absolute path)"
+            f"load parameter 'file:{name}': expected a relative path inside the model's folder "
+            "such as 'file:1/model.onnx' (no '..', no absolute path)"
         )
     return path
 
 
 @contextmanager
 def files_folder(name: str, files: Mapping[str, bytes]) -> Iterator[Path]:
-    """A private temporary folder holding `files` ({"file:1/model.onnx": bytes}), removed on
+    """A private temporary folder holding `files` ({"1/model.onnx": bytes}), removed on
     exit (the engines have read what they need by then). Every name is checked before anything
     is written."""
     paths = {check_file_name(key): data for key, data in files.items()}

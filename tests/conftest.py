@@ -21,6 +21,13 @@ class RunningServer:
     server: object
     loop: asyncio.AbstractEventLoop
     port: int
+    grpc_port: int | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC service, as tritonclient.grpc takes it."""
+        assert self.grpc_port is not None, "started with allow_grpc=False"
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -43,12 +50,13 @@ def start_server(repository: Path, **options: object) -> tuple[RunningServer, th
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="pyserver-test-loop", daemon=True)
     thread.start()
+    options = {"grpc_port": 0, **options}  # gRPC on an ephemeral port too
     server = Server(
         ServerOptions(model_repository=repository, host="127.0.0.1", http_port=0, **options)  # type: ignore[arg-type]
     )
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=120)
     assert server.port is not None
-    return RunningServer(server, loop, server.port), thread
+    return RunningServer(server, loop, server.port, server.grpc_port), thread
 
 
 def stop_server(running: RunningServer, thread: threading.Thread) -> None:

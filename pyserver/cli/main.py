@@ -14,8 +14,8 @@ from pyserver.config import DEFAULT_MAX_BATCH_SIZE, MAX_BATCH_SIZE_LIMIT
 from pyserver.dataplane import ControlMode
 from pyserver.errors import ServerError
 from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE
-from pyserver.http.server import ServerOptions, run
 from pyserver.logs import FORMATS, LEVELS, LOGS, settings_for_level
+from pyserver.server import ServerOptions, run
 
 TRITON_METRICS_PORT = 8002
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyserver", description="pyserver model server")
     parser.add_argument("--version", action="version", version=f"pyserver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a model repository over HTTP (KServe v2)")
+    serve = commands.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe v2)")
     serve.add_argument(
         "--model-repository", type=Path, default=Path("engines"),
         help="folder of models (default: ./engines, the bundled repository)",
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-request-size", type=int, default=DEFAULT_MAX_REQUEST_SIZE,
-        help="largest request body in bytes, after decompression (default 64 MiB)",
+        help="largest request body (HTTP) or message (gRPC) in bytes, after decompression "
+        "(default 64 MiB)",
     )
     serve.add_argument(
         "--allow-metrics", type=_boolean, default=True, metavar="true|false",
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also serve /metrics on this port (the flag alone: 8002, Triton's metrics port); "
         "without the flag, /metrics is on the HTTP port only",
+    )
+    serve.add_argument(
+        "--allow-grpc", type=_boolean, default=True, metavar="true|false",
+        help="serve Triton's gRPC inference service (default true)",
+    )
+    serve.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001)")
+    serve.add_argument(
+        "--grpc-address", default=None, help="address gRPC listens on (default: the HTTP one)"
     )
     serve.add_argument(
         "--log-level", default="info", choices=LEVELS,
@@ -228,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 exit_timeout_secs=args.exit_timeout_secs,
                 strict_readiness=args.strict_readiness,
                 default_max_batch_size=_default_max_batch_size(args.backend_config),
+                allow_grpc=args.allow_grpc,
+                grpc_port=args.grpc_port,
+                grpc_host=args.grpc_address,
             )
         )
         if not drained:

@@ -1,5 +1,6 @@
 """Observability over HTTP: /metrics (Prometheus text) and /v2/logging (Triton's logging
-extension). Each request's log lines get its id in the one middleware (middleware.py)."""
+extension); make_app routes them from the route table (routes.py). Each request's log lines get
+their id in the one middleware (middleware.py)."""
 
 from __future__ import annotations
 
@@ -45,18 +46,6 @@ class LoggingHandlers:
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"log settings are not valid JSON: {exc}") from None
         return json_response(self._dp.update_log_settings(changes))
-
-
-def add_observability_routes(
-    app: web.Application, dataplane: DataPlane, render_metrics: RenderMetrics | None
-) -> None:
-    """/v2/logging always; /metrics when metrics are on (off, it answers 404 as any unknown
-    path does)."""
-    logging_handlers = LoggingHandlers(dataplane)
-    app.router.add_get("/v2/logging", logging_handlers.get)
-    app.router.add_post("/v2/logging", logging_handlers.post)
-    if render_metrics is not None:
-        app.router.add_get("/metrics", metrics_handler(render_metrics))
 
 
 def make_metrics_app(render_metrics: RenderMetrics, max_request_size: int) -> web.Application:

@@ -97,9 +97,3 @@ class RepositoryHandlers:
         await self._dp.unload_model(name, dependents, _version(params))
         return web.Response(status=200)
 
-
-def add_repository_routes(app: web.Application, dataplane: DataPlane) -> None:
-    h = RepositoryHandlers(dataplane)
-    app.router.add_post("/v2/repository/index", h.index)
-    app.router.add_post("/v2/repository/models/{model}/load", h.load)
-    app.router.add_post("/v2/repository/models/{model}/unload", h.unload)

@@ -1,6 +1,7 @@
 """The v2 / Open Inference Protocol codec, sans-IO: bytes in, objects out.
 
-Nothing here touches a socket, an event loop or the C++ core; the HTTP layer calls these.
+Nothing here touches a socket, an event loop or the C++ core; the HTTP layer calls these, and
+the gRPC layer calls `pyserver.protocol.grpc_codec`, which applies the same checks.
 """
 
 from __future__ import annotations

@@ -90,6 +90,16 @@ def input_structure(position: int, item: object) -> str:
     return name
 
 
+def input_parameters(p: _InputPlan, params: dict[str, Any], carrier: str = "the body") -> None:
+    """What an input's parameters may not ask for, whatever the transport (`carrier`: where the
+    data should travel instead)."""
+    if "shared_memory_region" in params:
+        raise Unsupported(
+            f"input {p.name!r} uses shared memory, which this server does not support; "
+            f"send the data in {carrier}"
+        )
+
+
 def input_source(p: _InputPlan, item: dict[str, Any]) -> tuple[int | None, Any]:
     """(binary_data_size, None) for a binary input, (None, data) for a JSON one."""
     params = item.get("parameters")
@@ -99,11 +109,7 @@ def input_source(p: _InputPlan, item: dict[str, Any]) -> tuple[int | None, Any]:
             raise InvalidRequest(
                 f"input {p.name!r}: 'parameters' must be an object, got {json_type(params)}"
             )
-        if "shared_memory_region" in params:
-            raise Unsupported(
-                f"input {p.name!r} uses shared memory, which this server does not support; "
-                "send the data in the body"
-            )
+        input_parameters(p, params)
         size = params.get("binary_data_size")
     data = item.get("data")
     if size is not None:
@@ -147,6 +153,15 @@ def shape_error(p: _InputPlan, shape: list[Any], signature: ModelSignature) -> I
                 f"is {got}, expected {want}"
             )
     return InvalidRequest(f"{head}, which does not fit {declared}")  # unreachable in practice
+
+
+def size_error(p: _InputPlan, have: str, shape: list[Any], count: int) -> InvalidRequest:
+    """A fixed-size input whose bytes (`have`: "binary_data_size N", or the gRPC wording) do
+    not match its shape."""
+    return InvalidRequest(
+        f"input {p.name!r} has {have}, but shape {shape} of {p.datatype} needs "
+        f"{count} x {p.itemsize} = {count * p.itemsize} bytes"
+    )
 
 
 def tail_error(

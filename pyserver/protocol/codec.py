@@ -4,7 +4,7 @@ Sans-IO: no sockets, no event loop. The HTTP layer reads the body once and hands
 `Inference-Header-Content-Length` value; binary input tensors come back as zero-copy memoryview
 slices of that body, and binary outputs go back out as the caller's own buffers.
 
-Validation follows PROTOCOL.md's order, one message per failure, each naming the tensor, what
+Validation follows docs/protocol.md's order, one message per failure, each naming the tensor, what
 the model expects and what the request gave:
 
 1. the header length parses and lies within the body;
@@ -29,9 +29,9 @@ fast-path tests check that on a corpus of mutated requests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -61,6 +61,7 @@ __all__ = [
     "parse_header_length",
 ]
 
+_T = TypeVar("_T")
 _NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 _BINARY_ONLY = (DataType.FP16, DataType.BF16)
 
@@ -265,64 +266,86 @@ def decode_request(
     return InferRequest(request_id, parameters, inputs, outputs)
 
 
+def match_inputs(plan: _Plan, named: Iterable[tuple[str, _T]]) -> list[tuple[_InputPlan, _T]]:
+    """Validation step 3, for every transport: each (name, item) of the request in order names
+    a declared input, none twice, and every declared input is given. Returns (input plan, item)
+    in the request's order."""
+    signature = plan.signature
+    found = [False] * len(plan.inputs)
+    ordered: list[tuple[_InputPlan, _T]] = []
+    for name, item in named:
+        p = plan.by_name.get(name)
+        if p is None:
+            raise InvalidRequest(
+                f"unknown input {name!r} for model {signature.name!r}; it takes {plan.input_names}"
+            )
+        if found[p.index]:
+            raise InvalidRequest(f"input {p.name!r} is given more than once")
+        found[p.index] = True
+        ordered.append((p, item))
+    if len(ordered) != len(plan.inputs):
+        missing = ", ".join(repr(p.name) for p in plan.inputs if not found[p.index])
+        raise InvalidRequest(
+            f"missing input(s) {missing} for model {signature.name!r}; it takes {plan.input_names}"
+        )
+    return ordered
+
+
+def check_tensor(plan: _Plan, p: _InputPlan, datatype: object, shape: list[Any]) -> int:
+    """Validation step 4's first two checks, for every transport: the input's datatype, then its
+    shape (batch dimension within max_batch_size). Returns the element count."""
+    signature = plan.signature
+    if datatype != p.datatype:
+        raise InvalidRequest(
+            f"input {p.name!r} has datatype {datatype}, "
+            f"but model {signature.name!r} expects {p.datatype}"
+        )
+    count: int = _fast.shape_elements(shape, p.dims, signature.max_batch_size)
+    if count < 0:
+        raise _checks.shape_error(p, shape, signature)
+    return count
+
+
+def check_bytes_framing(p: _InputPlan, view: memoryview, count: int, shape: Sequence[int]) -> None:
+    """A binary BYTES input holds exactly `count` length-prefixed elements, to its last byte."""
+    try:
+        _fast.check_bytes_framing(view, count)
+    except ValueError as exc:
+        raise InvalidRequest(f"input {p.name!r} (BYTES, shape {list(shape)}): {exc}") from None
+
+
 def _decode_inputs(
     plan: _Plan, items: object, body: bytes | bytearray, json_end: int, no_header: bool
 ) -> list[tuple[tuple[int, ...], memoryview]]:
     """Decode and check every input, the general way: JSON data as well as binary, and the
     exact message for the first thing wrong."""
-    signature = plan.signature
     total = len(body)
     # Pass 1: structure and presence, so that a missing input is reported before any detail of
-    # another input (PROTOCOL.md's order).
+    # another input (docs/protocol.md's order). A generator, so that each item's structure is
+    # checked just before its name is looked up.
     if type(items) is not list:
         raise InvalidRequest(
             "the request's JSON must have an 'inputs' list, got "
             + ("nothing" if items is None else _checks.json_type(items))
         )
-    found: list[dict[str, Any] | None] = [None] * len(plan.inputs)
-    ordered: list[tuple[_InputPlan, dict[str, Any]]] = []
-    for position, item in enumerate(items):
-        p = plan.by_name.get(_checks.input_structure(position, item))
-        if p is None:
-            raise InvalidRequest(
-                f"unknown input {item['name']!r} for model {signature.name!r}; "
-                f"it takes {plan.input_names}"
-            )
-        if found[p.index] is not None:
-            raise InvalidRequest(f"input {p.name!r} is given more than once")
-        found[p.index] = item
-        ordered.append((p, item))
-    if len(ordered) != len(plan.inputs):
-        missing = ", ".join(repr(p.name) for p in plan.inputs if found[p.index] is None)
-        raise InvalidRequest(
-            f"missing input(s) {missing} for model {signature.name!r}; it takes {plan.input_names}"
-        )
+    ordered = match_inputs(
+        plan, ((_checks.input_structure(pos, item), item) for pos, item in enumerate(items))
+    )
 
     # Pass 2: each input's datatype, shape and size, in the request's order (the order in which
     # binary inputs take their bytes from the tail).
-    max_batch_size = signature.max_batch_size
     shapes: list[tuple[int, ...]] = [()] * len(plan.inputs)
     buffers: list[memoryview | None] = [None] * len(plan.inputs)
     binary: list[tuple[_InputPlan, int]] = []
     sizes: list[int] = []
     for p, item in ordered:
-        if item["datatype"] != p.datatype:
-            raise InvalidRequest(
-                f"input {p.name!r} has datatype {item['datatype']}, "
-                f"but model {signature.name!r} expects {p.datatype}"
-            )
         shape = item["shape"]
-        count: int = _fast.shape_elements(shape, p.dims, max_batch_size)
-        if count < 0:
-            raise _checks.shape_error(p, shape, signature)
+        count = check_tensor(plan, p, item["datatype"], shape)
         shapes[p.index] = tuple(shape)
         size, data = _checks.input_source(p, item)
         if size is not None:
             if not p.is_bytes and size != count * p.itemsize:
-                raise InvalidRequest(
-                    f"input {p.name!r} has binary_data_size {size}, but shape {shape} of "
-                    f"{p.datatype} needs {count} x {p.itemsize} = {count * p.itemsize} bytes"
-                )
+                raise _checks.size_error(p, f"binary_data_size {size}", shape, count)
             binary.append((p, count))
             sizes.append(size)
         else:
@@ -335,12 +358,7 @@ def _decode_inputs(
             raise _checks.tail_error(binary, sizes, total - json_end, no_header) from None
         for (p, count), view in zip(binary, views, strict=True):
             if p.is_bytes:
-                try:
-                    _fast.check_bytes_framing(view, count)
-                except ValueError as exc:
-                    raise InvalidRequest(
-                        f"input {p.name!r} (BYTES, shape {list(shapes[p.index])}): {exc}"
-                    ) from None
+                check_bytes_framing(p, view, count, shapes[p.index])
             buffers[p.index] = view
     elif json_end != total:
         raise InvalidRequest(
@@ -453,14 +471,26 @@ def _requested_outputs(
         name = item.get("name")
         if type(name) is not str:
             raise InvalidRequest(f"outputs[{position}] needs a string 'name'")
-        index = plan.outputs.get(name)
-        if index is None:
-            known = ", ".join(repr(n) for n in plan.outputs) or "none"
-            raise InvalidRequest(
-                f"unknown output {name!r} requested from model {plan.signature.name!r}; "
-                f"it has {known}"
-            )
+        index = output_index(plan, name)
         out.append(plan.requested[index][_checks.output_binary(name, item, default)])
+    check_distinct_outputs(plan, out)
+    return out
+
+
+def output_index(plan: _Plan, name: str) -> int:
+    """The index of the output a request names, for every transport."""
+    index = plan.outputs.get(name)
+    if index is None:
+        known = ", ".join(repr(n) for n in plan.outputs) or "none"
+        raise InvalidRequest(
+            f"unknown output {name!r} requested from model {plan.signature.name!r}; "
+            f"it has {known}"
+        )
+    return index
+
+
+def check_distinct_outputs(plan: _Plan, out: list[RequestedOutput]) -> None:
+    """No output is requested twice."""
     if len(out) > 1 and len({r.index for r in out}) != len(out):
         seen: set[int] = set()
         for r in out:
@@ -468,7 +498,6 @@ def _requested_outputs(
                 name = plan.signature.outputs[r.index].name
                 raise InvalidRequest(f"output {name!r} is requested more than once")
             seen.add(r.index)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,14 +535,7 @@ def encode_response(
         shape, buf = results[index]
         nbytes = buf.nbytes if type(buf) is memoryview else memoryview(buf).nbytes
         if itemsize:
-            count = 1
-            for dim in shape:
-                count *= dim
-            if count * itemsize != nbytes:
-                raise InternalError(
-                    f"output {name!r} of shape {list(shape)} ({datatype}) needs "
-                    f"{count * itemsize} bytes, but {nbytes} were produced"
-                )
+            check_output_size(name, datatype, itemsize, shape, nbytes)
         tensor: dict[str, Any]
         if requested.binary or forced:
             tensor = {"name": name, "datatype": datatype, "shape": shape}
@@ -532,6 +554,20 @@ def encode_response(
         return [header], None
     chunks[0] = header
     return chunks, len(header)
+
+
+def check_output_size(
+    name: str, datatype: str, itemsize: int, shape: Sequence[int], nbytes: int
+) -> None:
+    """A fixed-size output holds exactly its shape's bytes (a backend bug otherwise)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * itemsize != nbytes:
+        raise InternalError(
+            f"output {name!r} of shape {list(shape)} ({datatype}) needs "
+            f"{count * itemsize} bytes, but {nbytes} were produced"
+        )
 
 
 def _json_data(spec: TensorSpec, shape: tuple[int, ...], view: memoryview) -> Any:

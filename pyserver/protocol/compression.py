@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BODY", "choose_encoding", "compress", "decompress"]
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-"""The default limit on a request body, compressed or not (PROTOCOL.md: 64 MiB)."""
+"""The default limit on a request body, compressed or not (docs/protocol.md: 64 MiB)."""
 
 # zlib window bits: 16 + 15 reads a gzip member, 15 a zlib stream, -15 raw deflate.
 _GZIP_WBITS = 31

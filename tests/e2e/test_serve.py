@@ -1,4 +1,5 @@
-"""`pyserver serve` as a subprocess: wait for ready, check held-out digits, stop with SIGTERM."""
+"""`pyserver serve` as a subprocess: wait for ready, check held-out digits over HTTP and over gRPC,
+stop with SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
@@ -28,17 +30,18 @@ def free_port() -> int:
 
 
 def test_serve_digits_and_stop_on_sigterm() -> None:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     # The installed console script, as a user runs it (python -m pyserver where there is none).
     script = Path(sys.executable).with_name("pyserver")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pyserver"]
     proc = subprocess.Popen(
         [*command, "serve", "--model-repository", str(ENGINES),
-         "--http-address", "127.0.0.1", "--http-port", str(port)],
+         "--http-address", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -55,20 +58,28 @@ def test_serve_digits_and_stop_on_sigterm() -> None:
         pixels = digits.data[-360:].astype(np.float32)
         session = ort.InferenceSession(str(ENGINES / "digits" / "1" / "model.onnx"))
         want_label, want_prob = session.run(None, {"pixels": pixels})
-        got = []
-        for start in range(0, 360, 90):
-            inp = httpclient.InferInput("pixels", [90, 64], "FP32")
-            inp.set_data_from_numpy(pixels[start : start + 90])
-            result = client.infer("digits", [inp])
-            got.append(result.as_numpy("label"))
-            np.testing.assert_allclose(
-                result.as_numpy("probabilities"), want_prob[start : start + 90], rtol=1e-5, atol=1e-7
-            )
-        labels = np.concatenate(got)
-        np.testing.assert_array_equal(labels, want_label)
-        assert (labels[:, 0] == digits.target[-360:]).mean() >= 0.95
+        assert grpc_client.is_server_ready()  # gRPC serves the same data plane
+        for front in (httpclient, grpcclient):
+            got = []
+            for start in range(0, 360, 90):
+                inp = front.InferInput("pixels", [90, 64], "FP32")
+                inp.set_data_from_numpy(pixels[start : start + 90])
+                result = (client if front is httpclient else grpc_client).infer("digits", [inp])
+                got.append(result.as_numpy("label"))
+                np.testing.assert_allclose(
+                    result.as_numpy("probabilities"), want_prob[start : start + 90], rtol=1e-5,
+                    atol=1e-7,
+                )
+            labels = np.concatenate(got)
+            np.testing.assert_array_equal(labels, want_label)
+            assert (labels[:, 0] == digits.target[-360:]).mean() >= 0.95
+        # both front ends count into one set of statistics
+        stats = grpc_client.get_inference_statistics("digits").model_stats[0]
+        assert stats.inference_count == 720 == client.get_inference_statistics("digits")[
+            "model_stats"][0]["inference_count"]
     finally:
         client.close()
+        grpc_client.close()
         proc.send_signal(signal.SIGTERM)
         try:
             out, _ = proc.communicate(timeout=30)

@@ -34,7 +34,8 @@ def test_metrics_port_and_json_logs() -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pyserver"]
     proc = subprocess.Popen(
         [*command, "serve", "--model-repository", str(ENGINES), "--http-address", "127.0.0.1",
-         "--http-port", str(port), "--metrics-port", str(metrics_port), "--log-format", "json"],
+         "--http-port", str(port), "--metrics-port", str(metrics_port), "--log-format", "json",
+         "--allow-grpc", "false"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

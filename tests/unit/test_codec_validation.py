@@ -1,4 +1,4 @@
-"""Every malformed request in PROTOCOL.md's validation list gets its own message and status."""
+"""Every malformed request in docs/protocol.md's validation list gets its own message and status."""
 
 from __future__ import annotations
 

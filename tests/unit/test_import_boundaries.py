@@ -33,6 +33,11 @@ FORBIDDEN = {
     "pyserver.metrics": ["aiohttp", "pyserver.http", "pyserver.backends"],
     "pyserver.logs": ["aiohttp", "pyserver._core", "pyserver.http"],
     "pyserver.http.app": ["pyserver.backends.onnxruntime", "onnxruntime", "pyserver.cli"],
+    "pyserver.protocol.grpc_codec": ["aiohttp", "asyncio", "grpc", "pyserver._core", "pyserver.http"],
+    # the gRPC room: the data plane, protocol, errors, logs; not the core, engines or aiohttp
+    "pyserver.grpc": ["aiohttp", "pyserver.http", "onnxruntime", "pyserver.cli"],
+    # an HTTP-only server does not load grpcio
+    "pyserver.server": ["grpc", "pyserver.grpc"],
 }
 
 
@@ -61,6 +66,15 @@ def _direct_imports(path) -> set[str]:  # type: ignore[no-untyped-def]
 def test_http_room_does_not_touch_core_or_engines(path) -> None:  # type: ignore[no-untyped-def]
     imports = _direct_imports(path)
     bad = sorted(i for i in imports if i.startswith(("pyserver._core", "pyserver.backends", "onnxruntime")))
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pyserver" / "grpc").glob("*.py")), ids=lambda p: p.name)
+def test_grpc_room_does_not_touch_core_engines_or_aiohttp(path) -> None:  # type: ignore[no-untyped-def]
+    imports = _direct_imports(path)
+    bad = sorted(i for i in imports
+                 if i.startswith(("pyserver._core", "pyserver.backends", "onnxruntime", "aiohttp",
+                                  "pyserver.http", "pyserver.model", "pyserver.repository")))
     assert not bad, f"{path.name} imports {bad}"
 
 
