@@ -11,7 +11,7 @@ from tests.conftest import ENGINES
 
 def options(monkeypatch: pytest.MonkeyPatch, *argv: str) -> ServerOptions:
     seen: list[ServerOptions] = []
-    monkeypatch.setattr(cli, "run", seen.append)
+    monkeypatch.setattr(cli, "run", lambda o: seen.append(o) or True)  # True: drained
     monkeypatch.setattr(cli.LOGS, "configure", lambda *args, **kwargs: None)  # leave logging be
     cli.main(["serve", "--model-repository", str(ENGINES), *argv])
     (got,) = seen
