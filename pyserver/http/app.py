@@ -8,6 +8,7 @@ from pyserver.dataplane import DataPlane
 from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.handlers import Handlers
 from pyserver.http.middleware import error_middleware
+from pyserver.http.monitoring_handlers import add_monitoring_routes
 from pyserver.http.observability import RenderMetrics, add_observability_routes
 from pyserver.http.repository_handlers import add_repository_routes
 
@@ -38,4 +39,5 @@ def make_app(
         app.router.add_post(prefix + "/infer", h.infer)
     add_observability_routes(app, dataplane, render_metrics)
     add_repository_routes(app, dataplane)
+    add_monitoring_routes(app, dataplane)
     return app
