@@ -356,7 +356,9 @@ class MonitoringCollector(Collector):
                                          max(window[:-1]) / seen)
                 if bounds or t["top"]:
                     _histogram_samples(output_value, labels, bounds, counts, sums[0])
-        yield from (input_value, nan, inf, drift, classes, output_value, share)
+        # Without monitored models, no family at all (not empty ones).
+        yield from (f for f in (input_value, nan, inf, drift, classes, output_value, share)
+                    if f.samples)
 
 
 class ConnectionsCollector(Collector):

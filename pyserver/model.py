@@ -134,7 +134,7 @@ class Model:
 
     @property
     def ready(self) -> bool:
-        return self.state is ModelState.READY
+        return self._state is ModelState.READY
 
     def check_inputs(self, request: InferRequest) -> None:
         """The engine's own per-request checks (InvalidRequest), run before the request joins a
@@ -144,7 +144,7 @@ class Model:
 
     async def infer(self, request: InferRequest) -> list[tuple[tuple[int, ...], Any]]:
         """Run one decoded, checked request; returns one (shape, uint8 view) per model output."""
-        if self.state is not ModelState.READY:
+        if self._state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
         parameters = request.parameters
         # The codec has checked both are non-negative integers; the queue policy decides what
