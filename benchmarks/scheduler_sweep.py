@@ -49,6 +49,7 @@ def write_repository(root: Path, setting: str) -> Path:
     source = ROOT / "engines" / MODEL
     target = root / setting.replace("=", "_") / MODEL
     shutil.copytree(source / "1", target / "1")
+    shutil.copytree(source / "reference", target / "reference")  # [monitoring]'s sample
     kept: list[str] = []
     skipping = False
     for line in (source / "config.toml").read_text().splitlines():

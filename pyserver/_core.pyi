@@ -69,6 +69,28 @@ class QueuePolicy:
     max_queue_size: int
     def __init__(self) -> None: ...
 
+class MonitorTensor:
+    """One monitored tensor (csrc/core/monitor.h). Inputs: a value histogram over `buckets`
+    (every value, or per position of dims with per_feature), NaN and +-Inf counts; BYTES inputs:
+    a histogram of element lengths. Outputs: class counts of integer values in [0, classes), a
+    value histogram, or with `top` each row's largest score (histogram) and its position (class)."""
+
+    name: str
+    input: bool  # False: an output
+    buckets: list[float]  # upper bounds, finite and strictly increasing (Prometheus' le)
+    per_feature: bool
+    classes: int
+    top: bool
+    reference_first_window: bool  # the first window after monitor_start is the drift reference
+    def __init__(self) -> None: ...
+
+class MonitorOptions:
+    sample_every: int  # measure every Nth batch
+    window_ns: int  # the sliding window, in `intervals` ring slots
+    intervals: int
+    tensors: list[MonitorTensor]  # a copy; assign a new list to change it. Empty: no monitor
+    def __init__(self) -> None: ...
+
 class SchedulerOptions:
     model_name: str
     max_batch_size: int  # 0: no batching, the shape has no batch dimension
@@ -84,6 +106,7 @@ class SchedulerOptions:
     preserve_ordering: bool  # completions leave in arrival order
     latency_target_us: int  # 0 = off; else the batcher picks delay and size (scheduler.h)
     manual_clock: bool  # test hook: time moves only through Scheduler.advance_clock
+    monitor: MonitorOptions  # no tensors: no monitor
     def __init__(self) -> None: ...
 
 class Scheduler:
@@ -137,6 +160,22 @@ class Scheduler:
         """The largest batch whose estimated execution fits in half the latency target."""
     def batch_sizes(self) -> list[int]:
         """Every executed batch's size (rows), in execution order (test hook)."""
+    # monitoring (SchedulerOptions.monitor); ValueError when the model has none
+    def monitor_start(self) -> None:
+        """Count from now: batches before the first start are not measured; a restart clears
+        every count and a first-window reference (a reference sample set before is kept)."""
+    def monitor_set_reference(self, input: str, datatype: int, data: Buffer) -> None:
+        """The drift reference of monitored input `input`: a C-contiguous sample of rows of
+        its values in `datatype`, histogrammed by the core (the GIL released meanwhile)."""
+    def monitor_snapshot(self) -> dict[str, Any] | None:
+        """None without monitoring. Else {"running", "started_ns", "now_ns" (the scheduler's
+        clock), "window_ns", "interval_ns", "sample_every", "batches_seen", "batches_sampled",
+        "batches_failed", "tensors": [{"name", "input", "datatype", "buckets", "per_feature",
+        "top", "features", "class_count", "total", "window", "reference" (None without one),
+        "reference_source" ("file", "first_window" or ""), "psi" (per feature; NaN without
+        data), "psi_pooled"}]}; each span {"counts" (features x (buckets + 1), feature-major;
+        finite values only), "sums" (per feature), "nan", "inf", "elements" (all values),
+        "classes" (class_count + 1: the last is outside the classes)}."""
 
 # --- the GPU path (csrc/core/cuda_driver.h, pinned_pool.h, gpu_engine.h) -------------------------
 

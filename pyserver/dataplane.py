@@ -190,6 +190,19 @@ class DataPlane:
             models = [self.models.get(name, version)]
         return {"model_stats": [_model_stats(m) for m in models]}
 
+    def model_monitoring(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """pyserver's monitoring of one version (GET .../monitoring): its window of inputs and
+        outputs against the reference, drift, class shares (pyserver/monitoring.py). NotFound
+        when the version's configuration monitors no tensor."""
+        model = self.models.get(name, version)
+        if model.monitor is None:
+            raise NotFound(
+                f"model '{model.name}' version {model.version} has no monitoring: its "
+                "configuration has no [monitoring] table with [[monitoring.input]] or "
+                "[[monitoring.output]] entries"
+            )
+        return {"model": model.name, "version": model.version_str} | model.monitor.report()
+
     # logging (Triton's logging extension)
     def log_settings(self) -> dict[str, Any]:
         return LOGS.as_dict()

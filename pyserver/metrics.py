@@ -260,6 +260,107 @@ def _cumulative_buckets(
     return buckets, histogram["sum"] / scale
 
 
+class MonitorSource(Protocol):
+    """What the monitoring collector needs of a model version (pyserver.model.Model)."""
+
+    name: str
+    version_str: str
+
+    def monitor_snapshot(self) -> dict[str, Any] | None: ...
+
+
+def _histogram_samples(metric: Metric, labels: dict[str, str], bounds: Sequence[float],
+                       counts: Sequence[int], total: float) -> None:
+    """One Prometheus histogram (cumulative `le` buckets, _sum, _count) from per-bucket counts
+    (one more than bounds: the last is above every bound)."""
+    running = 0
+    for bound, count in zip(bounds, counts):
+        running += count
+        metric.add_sample(metric.name + "_bucket", labels | {"le": repr(float(bound))},
+                          float(running))
+    running += counts[len(bounds)]
+    metric.add_sample(metric.name + "_bucket", labels | {"le": "+Inf"}, float(running))
+    metric.add_sample(metric.name + "_sum", labels, float(total))
+    metric.add_sample(metric.name + "_count", labels, float(running))
+
+
+class MonitoringCollector(Collector):
+    """What models see and say ([monitoring], pyserver/monitoring.py), from each version's core
+    monitor at scrape time: value histograms since the version turned READY (per feature when
+    the table says per_feature), NaN and infinity counts, drift of the current window against
+    the reference, class counts and the window's top-class share. Models without monitoring
+    (or stats sources that have none) export nothing here."""
+
+    def __init__(self, models: Callable[[], Iterable[object]]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        input_value = Metric("pyserver_input_value",
+                             "Values of monitored inputs (BYTES: element lengths)", "histogram")
+        nan = Metric("pyserver_input_nan", "NaN values in monitored inputs", "counter")
+        inf = Metric("pyserver_input_inf", "Infinite values in monitored inputs", "counter")
+        drift = Metric("pyserver_input_drift",
+                       "Population stability index of a monitored input's current window "
+                       "against its reference", "gauge")
+        classes = Metric("pyserver_prediction_class",
+                         "Predictions per class of monitored outputs (other: outside the "
+                         "classes)", "counter")
+        output_value = Metric("pyserver_output_value",
+                              "Values of monitored outputs (top: each row's largest score)",
+                              "histogram")
+        share = Metric("pyserver_prediction_top_class_share",
+                       "Share of the most frequent class in the current window", "gauge")
+        for model in self._models():
+            read = getattr(model, "monitor_snapshot", None)
+            snapshot = read() if read is not None else None
+            if snapshot is None:
+                continue
+            base = {"model": getattr(model, "name", ""), "version": getattr(model, "version_str", "")}
+            for t in snapshot["tensors"]:
+                bounds = t["buckets"]
+                buckets = len(bounds) + 1
+                total = t["total"]
+                counts, sums = total["counts"], total["sums"]
+                if t["input"]:
+                    labels = base | {"input": t["name"]}
+                    per_feature = t["per_feature"]
+                    if per_feature:
+                        for f in range(t["features"]):
+                            _histogram_samples(input_value, labels | {"feature": str(f)}, bounds,
+                                               counts[f * buckets:(f + 1) * buckets], sums[f])
+                    else:
+                        _histogram_samples(input_value, labels, bounds, counts, sums[0])
+                    nan.add_sample("pyserver_input_nan_total", labels, float(total["nan"]))
+                    inf.add_sample("pyserver_input_inf_total", labels, float(total["inf"]))
+                    if t["reference"] is not None:
+                        if per_feature:
+                            for f, psi in enumerate(t["psi"]):
+                                if math.isfinite(psi):
+                                    drift.add_sample("pyserver_input_drift",
+                                                     labels | {"feature": str(f)}, psi)
+                        elif math.isfinite(t["psi_pooled"]):
+                            drift.add_sample("pyserver_input_drift", labels, t["psi_pooled"])
+                    continue
+                labels = base | {"output": t["name"]}
+                if t["class_count"]:
+                    per_class = total["classes"]
+                    for c, n in enumerate(per_class[:-1]):
+                        classes.add_sample("pyserver_prediction_class_total",
+                                           labels | {"class": str(c)}, float(n))
+                    classes.add_sample("pyserver_prediction_class_total",
+                                       labels | {"class": "other"}, float(per_class[-1]))
+                    window = t["window"]["classes"]
+                    seen = sum(window)
+                    if seen:
+                        share.add_sample("pyserver_prediction_top_class_share", labels,
+                                         max(window[:-1]) / seen)
+                if bounds or t["top"]:
+                    _histogram_samples(output_value, labels, bounds, counts, sums[0])
+        # Without monitored models, no family at all (not empty ones).
+        yield from (f for f in (input_value, nan, inf, drift, classes, output_value, share)
+                    if f.samples)
+
+
 class ConnectionsCollector(Collector):
     """Open HTTP connections, counted by whoever serves them when Prometheus asks."""
 
@@ -328,6 +429,7 @@ class Metrics:
         self.gpus = gpus if gpus is not None else GpuMonitor.detect()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ModelCollector(models))
+        self.registry.register(MonitoringCollector(models))
         if lifecycle is not None:
             self.registry.register(LifecycleCollector(lifecycle))
         self.registry.register(self.gpus)

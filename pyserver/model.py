@@ -19,6 +19,8 @@ from pyserver import _core
 from pyserver.completions import CompletionRouter, Done
 from pyserver.config import ModelConfig, QueuePolicy
 from pyserver.errors import Unavailable
+from pyserver.monitoring import ModelMonitor, core_options
+from pyserver.payload_log import PayloadLog
 from pyserver.protocol.codec import InferRequest
 from pyserver.types import ModelSignature
 
@@ -55,6 +57,9 @@ def scheduler_options(config: ModelConfig) -> _core.SchedulerOptions:
         options.dynamic_batching = False
     options.inputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.inputs]
     options.outputs = [(t.name, int(t.datatype), list(t.dims)) for t in config.outputs]
+    monitor = core_options(config)  # ModelLoadError when [monitoring] does not fit the tensors
+    if monitor is not None:
+        options.monitor = monitor
     return options
 
 
@@ -88,12 +93,26 @@ class Model:
         self._check_inputs = check_inputs
         self._scheduler = _core.Scheduler(options, engines, router.queue)
         self.engines = engines
+        # [monitoring]: the core measures; reference samples are read here (a load thread).
+        self.monitor: ModelMonitor | None = None
+        self.payload_log: PayloadLog | None = None
+        monitoring = config.monitoring
+        if monitoring is not None:
+            try:
+                if options.monitor.tensors:
+                    self.monitor = ModelMonitor(config, self._scheduler)
+                if monitoring.log_payloads is not None:
+                    self.payload_log = PayloadLog(monitoring.log_payloads, self.signature,
+                                                  self.version_str)
+            except BaseException:
+                self._scheduler.stop()
+                raise
         # Only a model with a bounded queue can be full: others skip the check per request.
         batching = config.dynamic_batching
         self._bounded = batching is not None and all(
             policy.max_queue_size > 0 for policy in batching.level_policies()
         )
-        self.state = ModelState.LOADING
+        self._state = ModelState.LOADING
         # What the lifecycle compares to decide whether a reload changes this version.
         self.fingerprint: object = None
         # Requests admitted and not yet answered; `_drained` is set when it falls to 0 while
@@ -102,8 +121,20 @@ class Model:
         self._drained: asyncio.Event | None = None
 
     @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @state.setter
+    def state(self, state: ModelState) -> None:
+        # The monitor counts from READY on: warmup requests, which run before, are not counted.
+        if (state is ModelState.READY and self._state is not ModelState.READY
+                and self.monitor is not None):
+            self.monitor.start()
+        self._state = state
+
+    @property
     def ready(self) -> bool:
-        return self.state is ModelState.READY
+        return self._state is ModelState.READY
 
     def check_inputs(self, request: InferRequest) -> None:
         """The engine's own per-request checks (InvalidRequest), run before the request joins a
@@ -115,11 +146,22 @@ class Model:
         """Queue one decoded, checked request; `done(code, payload)` is called on the loop
         thread with its outputs (one (shape, uint8 view) per model output) or its error.
         Returns the id `cancel` takes."""
-        if self.state is not ModelState.READY:
+        if self._state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
         parameters = request.parameters
         # The codec has checked both are non-negative integers; the queue policy decides what
         # they mean (the core ignores a priority when the model has no levels).
+        payload_log = self.payload_log
+        if payload_log is not None:
+            def logged(code: int, payload: Any) -> None:
+                if code == 0:
+                    payload_log.observe(request, payload)
+                done(code, payload)
+
+            return self._router.submit(
+                self._scheduler, request.inputs, parameters.get("priority", 0),
+                parameters.get("timeout", 0), logged,
+            )
         return self._router.submit(
             self._scheduler, request.inputs, parameters.get("priority", 0),
             parameters.get("timeout", 0), done,
@@ -140,6 +182,11 @@ class Model:
 
     def stats(self) -> dict[str, Any]:
         return self._scheduler.stats()
+
+    def monitor_snapshot(self) -> dict[str, Any] | None:
+        """The core monitor's snapshot (pyserver._core.Scheduler.monitor_snapshot), or None
+        when the version measures nothing."""
+        return self.monitor.snapshot() if self.monitor is not None else None
 
     def instances(self) -> list[dict[str, Any]]:
         """Where each instance runs: {"index", "kind" (KIND_CPU or KIND_GPU), "gpu" (ordinal or
@@ -202,3 +249,5 @@ class Model:
         """Fail queued requests, finish running batches and join the core's threads."""
         self.state = ModelState.UNAVAILABLE
         self._scheduler.stop()
+        if self.payload_log is not None:
+            self.payload_log.close()  # what it queued is written first

@@ -86,6 +86,8 @@ def make_repository(tmp_path: Path):  # type: ignore[no-untyped-def]
             source = (copy_from or {}).get(name)
             if source is not None:
                 shutil.copytree(ENGINES / source / "1", folder / "1")
+                if (ENGINES / source / "reference").is_dir():  # a [monitoring] reference sample
+                    shutil.copytree(ENGINES / source / "reference", folder / "reference")
             else:
                 (folder / "1").mkdir(parents=True)
             (folder / "config.toml").write_text(text)

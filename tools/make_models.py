@@ -1,4 +1,5 @@
-"""Write the bundled ONNX models: engines/add_sub/1/model.onnx and engines/digits/1/model.onnx.
+"""Write the bundled ONNX models: engines/add_sub/1/model.onnx and engines/digits/1/model.onnx,
+and digits' drift reference sample, engines/digits/reference/pixels.npy.
 
     python tools/make_models.py [--output-dir DIR]   # DIR defaults to the repository's engines/
 
@@ -12,11 +13,16 @@ the first 1,437 samples, with the last 360 held out. The last 360 are harder tha
 rotations and scalings) lift the held-out accuracy from about 0.93 to about 0.96. The accuracy is
 measured by running the exported file through onnxruntime, and the script refuses to write a
 model below MIN_ACCURACY.
+
+The reference sample is the training split as it is (the first 1,437 images, no augmented copies)
+as uint8 (the pixels are whole numbers 0..16; 92 KB): what digits' [monitoring] table compares
+the inputs it serves against (population stability index per pixel).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -181,6 +187,15 @@ def held_out_accuracy(model_bytes: bytes) -> float:
     return float(np.mean(label[:, 0] == digits.target[-N_HELD_OUT:]))
 
 
+def reference_sample() -> bytes:
+    """The training split's pixels as a .npy file (uint8 [1437, 64])."""
+    pixels = load_digits().data[:N_TRAIN]
+    assert np.array_equal(pixels, np.round(pixels)) and pixels.min() >= 0 and pixels.max() <= 16
+    out = io.BytesIO()
+    np.save(out, pixels.astype(np.uint8), allow_pickle=False)
+    return out.getvalue()
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -211,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _write(out / "add_sub" / "1" / "model.onnx", add_sub_model().SerializeToString())
     _write(out / "digits" / "1" / "model.onnx", digits_bytes)
+    _write(out / "digits" / "reference" / "pixels.npy", reference_sample())
     return 0
 
 

@@ -7,6 +7,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include "core/monitor.h"
 #include "core/status.h"
 
 namespace pyserver {
@@ -24,6 +25,10 @@ void BindCompletionQueue(py::module_& m);
 void BindScheduler(py::module_& m);
 void BindDevice(py::module_& m);
 void BindOnnxRuntime(py::module_& m);
+// MonitorTensor and MonitorOptions (called by BindScheduler), and the monitor's snapshot as a
+// dict (monitor_bindings.cc; the layout is in pyserver/_core.pyi).
+void BindMonitor(py::module_& m);
+py::dict MonitorSnapshotDict(const core::MonitorSnapshot& snapshot);
 
 }  // namespace bindings
 }  // namespace pyserver

@@ -222,7 +222,16 @@ std::string OptionsRepr(const core::SchedulerOptions& o) {
 
 }  // namespace
 
+// The scheduler's monitor; ValueError when the model has no monitoring.
+core::Monitor& MonitorOf(PyScheduler& self) {
+  core::Monitor* monitor = self.scheduler->monitor();
+  if (monitor == nullptr) throw py::value_error("the model has no monitoring (no tensors in "
+                                                "SchedulerOptions.monitor)");
+  return *monitor;
+}
+
 void BindScheduler(py::module_& m) {
+  BindMonitor(m);  // SchedulerOptions.monitor's type
   using Policy = core::QueuePolicy;
   py::class_<Policy>(m, "QueuePolicy")
       .def(py::init<>())
@@ -265,6 +274,7 @@ void BindScheduler(py::module_& m) {
       .def_readwrite("preserve_ordering", &Options::preserve_ordering)
       .def_readwrite("latency_target_us", &Options::latency_target_us)
       .def_readwrite("manual_clock", &Options::manual_clock)
+      .def_readwrite("monitor", &Options::monitor)
       .def("__repr__", &OptionsRepr);
 
   py::class_<PyScheduler>(m, "Scheduler")
@@ -331,7 +341,45 @@ void BindScheduler(py::module_& m) {
             ThrowIfError(self.scheduler->AdvanceClock(microseconds));
           },
           py::arg("microseconds"))
-      .def("batch_sizes", [](PyScheduler& self) { return self.scheduler->stats().BatchSizes(); });
+      .def("batch_sizes", [](PyScheduler& self) { return self.scheduler->stats().BatchSizes(); })
+      .def("monitor_start", [](PyScheduler& self) { MonitorOf(self).Start(); })
+      .def("monitor_snapshot",
+           [](PyScheduler& self) -> py::object {
+             core::Monitor* monitor = self.scheduler->monitor();
+             if (monitor == nullptr) return py::none();
+             return MonitorSnapshotDict(monitor->Snapshot());
+           })
+      .def(
+          "monitor_set_reference",
+          [](PyScheduler& self, const std::string& name, int datatype, const py::buffer& data) {
+            core::Monitor& monitor = MonitorOf(self);
+            const auto& tensors = monitor.options().tensors;
+            size_t index = 0;
+            while (index < tensors.size() && !(tensors[index].input && tensors[index].name == name)) {
+              ++index;
+            }
+            if (index == tensors.size()) {
+              throw py::value_error("input '" + name + "' is not monitored");
+            }
+            const py::buffer_info info = data.request();  // holds the view while released
+            py::ssize_t stride = info.itemsize;
+            for (size_t d = info.shape.size(); d-- > 0;) {
+              if (info.shape[d] > 1 && info.strides[d] != stride) {
+                throw py::value_error("the reference sample must be C-contiguous");
+              }
+              stride *= info.shape[d];
+            }
+            const auto* bytes = static_cast<const uint8_t*>(info.ptr);
+            const size_t size = static_cast<size_t>(info.size * info.itemsize);
+            core::Status status;
+            {
+              py::gil_scoped_release release;  // a large sample takes a while to histogram
+              status = monitor.SetReference(index, static_cast<core::DataType>(datatype), bytes,
+                                            size);
+            }
+            ThrowIfError(status);
+          },
+          py::arg("input"), py::arg("datatype"), py::arg("data"));
 }
 
 }  // namespace bindings

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/monitor.h"
 
 namespace pyserver {
 namespace core {
@@ -93,6 +94,8 @@ bool Instance::Execute(Batch& batch, std::vector<Completion>* completions_out) {
       completions.reserve(batch.requests().size());
       status = batch.Scatter(model, outputs, &completions);
     }
+    // Before the completions leave, so an answer's batch is counted when it arrives.
+    if (status.ok() && options_.monitor != nullptr) options_.monitor->Record(inputs, outputs);
   } catch (const std::exception& e) {
     status = Status::Internal("model '" + model.name + "' instance " +
                               std::to_string(options_.index) + ": " + e.what());

@@ -24,6 +24,7 @@ namespace pyserver {
 namespace core {
 
 class Instance;
+class Monitor;
 
 class InstanceListener {
  public:
@@ -44,6 +45,7 @@ struct InstanceOptions {
   const Clock* clock = nullptr;               // the scheduler's; outlives the instance
   Stats* stats = nullptr;                     // outlives the instance
   InstanceListener* listener = nullptr;       // outlives the instance
+  Monitor* monitor = nullptr;                 // outlives the instance; nullptr = none
 };
 
 class Instance {

@@ -92,7 +92,9 @@ Status CheckOptions(const SchedulerOptions& options) {
   }
   status = CheckSpecs(model.inputs, "input");
   if (!status.ok()) return status;
-  return CheckSpecs(model.outputs, "output");
+  status = CheckSpecs(model.outputs, "output");
+  if (!status.ok()) return status;
+  return Monitor::Check(options.monitor, model);
 }
 
 // One policy per level: the level's own, else the default.
@@ -166,6 +168,7 @@ Scheduler::Scheduler(SchedulerOptions options, std::vector<std::shared_ptr<Engin
     clock_.reset(new SteadyClock());
   }
   if (options_.preserve_ordering) sequencer_.reset(new Sequencer(completions_));
+  Monitor::Create(options_.monitor, options_.model, clock_.get(), &monitor_);  // checked
 
   const int64_t max_batch_size = options_.model.max_batch_size;
   preferred_.assign(static_cast<size_t>(max_batch_size) + 1, false);
@@ -182,6 +185,7 @@ Scheduler::Scheduler(SchedulerOptions options, std::vector<std::shared_ptr<Engin
     instance_options.clock = clock_.get();
     instance_options.stats = &stats_;
     instance_options.listener = this;
+    instance_options.monitor = monitor_.get();
     instances_.emplace_back(new Instance(std::move(instance_options)));
   }
   // Every instance starts idle. The batcher takes from the back: the most recently idle one,

@@ -57,6 +57,7 @@
 #include "core/instance.h"
 #include "core/latency_estimator.h"
 #include "core/model_spec.h"
+#include "core/monitor.h"
 #include "core/request.h"
 #include "core/request_queue.h"
 #include "core/sequencer.h"
@@ -82,6 +83,7 @@ struct SchedulerOptions {
   bool preserve_ordering = false;  // responses complete in arrival order
   int64_t latency_target_us = 0;   // 0 = off (see above)
   bool manual_clock = false;       // test hook: time moves only through AdvanceClock
+  MonitorOptions monitor;          // no tensors: no monitor (see monitor.h)
 };
 
 class Scheduler final : public InstanceListener {
@@ -133,6 +135,7 @@ class Scheduler final : public InstanceListener {
   size_t Queued();
 
   Stats& stats() { return stats_; }
+  Monitor* monitor() { return monitor_.get(); }  // nullptr without monitoring
   const SchedulerOptions& options() const { return options_; }
 
   void OnBatchDone(Instance* instance, const Batch& batch, std::vector<Completion>* completions,
@@ -196,6 +199,7 @@ class Scheduler final : public InstanceListener {
   std::shared_ptr<CompletionQueue> completions_;
   std::unique_ptr<Sequencer> sequencer_;  // with preserve_ordering only
   Stats stats_;
+  std::unique_ptr<Monitor> monitor_;  // before the instances, which use it
   std::vector<std::shared_ptr<Engine>> engines_;
   std::vector<std::unique_ptr<Instance>> instances_;
   std::vector<bool> preferred_;  // preferred_[rows]: rows is a preferred batch size

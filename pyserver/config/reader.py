@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pyserver.config.monitoring import read_monitoring, split_parameter
 from pyserver.config.schema import (
     BACKEND_BY_PLATFORM,
     INT32_MAX,
@@ -43,7 +44,7 @@ from pyserver.types import DataType, TensorSpec
 TOP_LEVEL_KEYS = (
     "name", "backend", "platform", "max_batch_size", "input", "inputs", "output", "outputs",
     "dynamic_batching", "instance_group", "version_policy", "parameters",
-    "default_model_filename", "model_warmup",
+    "default_model_filename", "model_warmup", "monitoring",
 )
 
 
@@ -147,7 +148,9 @@ class _Reader:
         version_policy = VersionPolicy()
         if "version_policy" in raw:
             version_policy = self.version_policy(raw["version_policy"])
-        parameters = self.parameters(raw.get("parameters", {}))
+        # [monitoring], or Triton's formats' `monitoring` parameter (config/monitoring.py)
+        monitoring, monitoring_key, raw_parameters = split_parameter(self, raw)
+        parameters = self.parameters(raw_parameters)
         filename = backend.model_filename
         if raw.get("default_model_filename", "") != "":  # "" is protobuf's default: the default
             filename = self.string(
@@ -163,6 +166,8 @@ class _Reader:
             parameters=parameters, default_model_filename=filename, path=model_dir,
             model_warmup=self.warmups(raw.get("model_warmup", []), max_batch_size),
             source=self.file,
+            monitoring=None if monitoring is None else read_monitoring(
+                self, monitoring, monitoring_key),
         )
 
     def backend_and_platform(self, raw: dict[str, Any]) -> tuple[Backend, str]:

@@ -176,6 +176,62 @@ class ModelWarmup:
 
 
 @dataclass(frozen=True)
+class MonitoredInput:
+    """[[monitoring.input]]: a value histogram of the input (its `buckets`, upper bounds as
+    Prometheus' `le`), over every value or, with per_feature, per position of its dims; NaN and
+    infinities are counted apart. A drift reference comes from `reference` (a .npy sample of
+    training inputs, relative to the model folder) or, with reference_first_window, from the
+    first window after the version turned READY. BYTES inputs: `buckets` are element lengths."""
+
+    name: str
+    buckets: tuple[float, ...] = ()
+    per_feature: bool = False
+    reference: str = ""
+    reference_first_window: bool = False
+
+
+@dataclass(frozen=True)
+class MonitoredOutput:
+    """[[monitoring.output]]: class counts of an integer output (`classes`), or a value
+    histogram (`buckets`) of a float output: of every value, or with `top` of each row's
+    largest score, whose position is then counted as the row's class."""
+
+    name: str
+    classes: int = 0
+    buckets: tuple[float, ...] = ()
+    top: bool = False
+
+
+@dataclass(frozen=True)
+class PayloadLogging:
+    """[monitoring] log_payloads: every `every`-th request (the first, then every Nth) as one
+    JSON line appended to `path` (relative to the server's working directory), rotated at
+    `max_bytes` with `backups` older files kept; each tensor's data cut after `max_elements`
+    values."""
+
+    path: str
+    every: int = 1000
+    max_bytes: int = 64 * 1024 * 1024
+    backups: int = 3
+    max_elements: int = 256
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The [monitoring] table (pyserver's own): what the core measures of the inputs and outputs
+    of every `sample_every`-th batch, over a sliding window of `window_seconds`, and optional
+    payload logging. `key` is where the table was written (`monitoring`, or
+    `parameters.monitoring` in Triton's formats), for messages."""
+
+    sample_every: int = 1
+    window_seconds: float = 300.0
+    inputs: tuple[MonitoredInput, ...] = ()
+    outputs: tuple[MonitoredOutput, ...] = ()
+    log_payloads: PayloadLogging | None = None
+    key: str = field(default="monitoring", compare=False)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One model's configuration. `inputs` and `outputs` may be empty when the config leaves
     them out; the backend then fills them from the model file (`with_tensors`). `source` is the
@@ -201,6 +257,7 @@ class ModelConfig:
     # No configuration file: the backend completes max_batch_size and batching from the model
     # file (a dynamic first dimension on every tensor -> the model batches).
     auto_complete: bool = False
+    monitoring: Monitoring | None = None
 
     def signature(self) -> ModelSignature:
         return ModelSignature(self.name, self.max_batch_size, self.inputs, self.outputs)

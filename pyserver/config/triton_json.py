@@ -11,8 +11,11 @@ ragged or reshaped tensors, decoupled models).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from pyserver.config.monitoring import PARAMETER as MONITORING_PARAMETER
+from pyserver.config.monitoring import to_table as monitoring_table
 from pyserver.config.schema import ModelConfig, VersionPolicyKind
 from pyserver.errors import ModelLoadError
 from pyserver.types import TensorSpec
@@ -198,6 +201,9 @@ def to_triton(config: ModelConfig) -> dict[str, Any]:
         for i, g in enumerate(config.instance_group)
     ]
     out["parameters"] = {k: {"string_value": v} for k, v in config.parameters.items()}
+    if config.monitoring is not None:  # pyserver's own table, as Triton's formats carry it
+        out["parameters"][MONITORING_PARAMETER] = {
+            "string_value": json.dumps(monitoring_table(config.monitoring))}
     policy = config.version_policy
     if policy.kind is VersionPolicyKind.LATEST:
         out["version_policy"] = {"latest": {"num_versions": policy.num_versions}}

@@ -12,6 +12,7 @@ from pyserver.dataplane import DataPlane
 from pyserver.http.app_keys import MAX_REQUEST_SIZE
 from pyserver.http.handlers import Handlers
 from pyserver.http.middleware import error_middleware
+from pyserver.http.monitoring_handlers import MonitoringHandlers
 from pyserver.http.observability import LoggingHandlers, RenderMetrics, metrics_handler
 from pyserver.http.openapi import openapi_document, served_routes
 from pyserver.http.repository_handlers import RepositoryHandlers
@@ -41,6 +42,7 @@ def make_app(
     h = Handlers(dataplane, max_request_size)
     logging_handlers = LoggingHandlers(dataplane)
     repository = RepositoryHandlers(dataplane)
+    monitoring = MonitoringHandlers(dataplane)
     handlers: dict[str, Handler] = {
         "live": h.live,
         "ready": h.ready,
@@ -56,6 +58,7 @@ def make_app(
         "repository_index": repository.index,
         "load_model": repository.load,
         "unload_model": repository.unload,
+        "model_monitoring": monitoring.monitoring,
     }
     if render_metrics is not None:
         handlers["metrics"] = metrics_handler(render_metrics)

@@ -184,6 +184,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "additionalProperties": False,
         }},
     },
+    "ModelMonitoring": {
+        "type": "object", "required": ["name", "version"],
+        "description": "The current window against the reference: per input histograms, NaN "
+                       "and Inf counts and drift (population stability index); per output "
+                       "class counts or value histograms and the top class's share (README)",
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+    },
     "OpenAPI": {"type": "object", "description": "An OpenAPI 3.1 document"},
     "Metrics": {"type": "string", "description": "Prometheus text exposition format 0.0.4"},
 }

@@ -64,6 +64,10 @@ def _per_model() -> list[Route]:
             Route("GET", prefix + "/stats", "model_stats",
                   f"Model statistics, Triton's statistics extension ({which})",
                   response="ModelStatisticsResponse", errors=(404,)),
+            Route("GET", prefix + "/monitoring", "model_monitoring",
+                  f"What the model sees and says ({which}): input and output distributions "
+                  "over the window, drift against the reference (pyserver's own)",
+                  response="ModelMonitoring", errors=(404,)),
             Route("POST", prefix + "/infer", "infer",
                   f"Inference ({which}); JSON, or JSON and binary tensors (Triton's "
                   "binary_tensor_data extension)",
