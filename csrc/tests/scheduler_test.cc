@@ -510,7 +510,7 @@ TEST_CASE(CancelWakesTheBatcher) {
   CHECK(h.scheduler().Cancel(2));
   CHECK_EQ(IdsOf(h.Wait(1)), (Ids{2}));
   // 1 + 3 = 3 rows, a preferred size: ready now, with an idle instance.
-  std::vector<Completion> ran = h.TryWait(2, std::chrono::milliseconds(2000));
+  std::vector<Completion> ran = h.TryWait(2, std::chrono::milliseconds(10000));
   if (ran.empty()) {
     // Tell a missed wake-up from a wrong decision: AdvanceClock(0) only wakes the batcher.
     h.Advance(0);
