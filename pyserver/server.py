@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from pyserver.completions import CompletionRouter
 from pyserver.config import DEFAULT_MAX_BATCH_SIZE
 from pyserver.dataplane import ControlMode, DataPlane
 from pyserver.errors import ServerError
-from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE, make_app
-from pyserver.http.observability import make_metrics_app
+from pyserver.http.app import DEFAULT_MAX_REQUEST_SIZE, make_metrics_router, make_router
+from pyserver.http.protocol import HttpLimits, HttpServer
 from pyserver.lifecycle import ModelManager
 from pyserver.metrics import Metrics
 from pyserver.repository import ModelRepository
@@ -29,9 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyserver")
 
-# What in-flight calls get to finish when the server stops: as long as aiohttp's runner gives
-# in-flight HTTP requests (its shutdown_timeout).
-SHUTDOWN_GRACE_S = 60.0
+# What answers still being written get when the front ends close, after the data plane has
+# drained (the requests themselves are answered by then).
+SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,22 @@ class ServerOptions:
     exit_timeout_secs: float = 30.0
     strict_readiness: bool = True
     default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # auto-completed models
+    # slow and hostile clients (pyserver's own; seconds, 0 = no deadline)
+    http_header_timeout_secs: float = 10.0  # a request's headers, from its first byte
+    http_body_timeout_secs: float = 60.0  # its body, from its headers (progress does not extend)
+    http_keepalive_timeout_secs: float = 75.0  # an idle connection between requests
+    http_max_header_count: int = 100
+    http_max_header_bytes: int = 64 * 1024  # the request line and headers together
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_request_size=self.max_request_size,
+            header_timeout=self.http_header_timeout_secs,
+            body_timeout=self.http_body_timeout_secs,
+            keepalive_timeout=self.http_keepalive_timeout_secs,
+            max_header_count=self.http_max_header_count,
+            max_header_bytes=self.http_max_header_bytes,
+        )
 
 
 class Server:
@@ -66,8 +80,9 @@ class Server:
         self.options = options
         self.port: int | None = None
         self.grpc_port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._metrics_runner: web.AppRunner | None = None
+        self.http: HttpServer | None = None
+        self._listeners: list[asyncio.Server] = []
+        self._metrics_http: HttpServer | None = None
         self._grpc: GrpcFrontEnd | None = None
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
@@ -94,21 +109,12 @@ class Server:
         if options.allow_metrics:
             self.metrics = Metrics(self.models.models, self._open_connections, lifecycle=self.models)
         render = self.metrics.render if self.metrics is not None else None
-        app = make_app(self.dataplane, options.max_request_size, render)
-        # auto_decompress off: the protocol room undoes Content-Encoding itself, with the size
-        # limit applied to the inflated body and 501 for codings it does not know.
-        # handler_cancellation: a client that hangs up cancels its handler, which takes its
-        # request out of the model's queue if it has not run yet.
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, auto_decompress=False,
-            handler_cancellation=True, shutdown_timeout=options.exit_timeout_secs,
-        )
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, options.host, options.http_port, backlog=1024, reuse_address=True,
-        )
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.http = HttpServer(
+            make_router(self.dataplane, options.max_request_size, render), options.http_limits())
+        listener = await loop.create_server(
+            self.http, options.host, options.http_port, backlog=1024, reuse_address=True)
+        self._listeners.append(listener)
+        self.port = int(listener.sockets[0].getsockname()[1])
         if options.allow_grpc:
             await self._start_grpc(self.dataplane)
         if render is not None and options.metrics_port is not None:
@@ -164,21 +170,15 @@ class Server:
         self.grpc_port = await self._grpc.start()
 
     def _open_connections(self) -> int:
-        server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+        return len(self.http.connections) if self.http is not None else 0
 
     async def _start_metrics_site(self, render: Callable[[], bytes]) -> None:
         assert self.options.metrics_port is not None
-        self._metrics_runner = web.AppRunner(
-            make_metrics_app(render, self.options.max_request_size), access_log=None,
-            handle_signals=False,
-        )
-        await self._metrics_runner.setup()
-        site = web.TCPSite(
-            self._metrics_runner, self.options.host, self.options.metrics_port, reuse_address=True
-        )
-        await site.start()
-        self.metrics_port = int(self._metrics_runner.addresses[0][1])
+        self._metrics_http = HttpServer(make_metrics_router(render), self.options.http_limits())
+        listener = await asyncio.get_running_loop().create_server(
+            self._metrics_http, self.options.host, self.options.metrics_port, reuse_address=True)
+        self._listeners.append(listener)
+        self.metrics_port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> bool:
         """Drain and stop: readiness false and new requests 503 at once (gRPC health
@@ -194,12 +194,11 @@ class Server:
             if not drained:
                 log.error("requests were still in flight after --exit-timeout-secs %s; they were "
                           "answered 503", self.options.exit_timeout_secs)
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
-        # Both front ends stop listening and write what is still on its way out, side by side.
-        draining = []
-        if self._runner is not None:
-            draining.append(self._runner.cleanup())
+        # The front ends stop listening and write what is still on its way out, side by side.
+        for listener in self._listeners:
+            listener.close()
+        draining = [http.close(SHUTDOWN_GRACE_S) for http in (self.http, self._metrics_http)
+                    if http is not None]
         if self._grpc is not None:
             draining.append(self._grpc.stop(SHUTDOWN_GRACE_S))
         await asyncio.gather(*draining)

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "none, copies use ordinary memory); staging beyond it falls back to ordinary memory",
     )
     _add_model_management(serve)
+    _add_http_limits(serve)
     build_engine.add_parser(commands)
     return parser
 
@@ -135,6 +136,29 @@ def _backend_config(text: str) -> tuple[str, str, str]:
         raise argparse.ArgumentTypeError(
             f"expected [<backend>,]<setting>=<value> (e.g. default-max-batch-size=8), got {text!r}")
     return backend, key.strip(), value.strip()
+
+
+def _add_http_limits(serve: argparse.ArgumentParser) -> None:
+    """Deadlines and bounds for slow and hostile HTTP clients (pyserver's own names: Triton has
+    none). A client that misses a deadline is answered 408 and its connection closed."""
+    group = serve.add_argument_group("HTTP clients")
+    group.add_argument(
+        "--http-header-timeout-secs", type=_seconds, default=10.0, metavar="N",
+        help="a request's headers must arrive within N s of its first byte (default 10; 0: no "
+        "limit)")
+    group.add_argument(
+        "--http-body-timeout-secs", type=_seconds, default=60.0, metavar="N",
+        help="a request's body must arrive within N s of its headers, however slowly it "
+        "trickles (default 60; 0: no limit)")
+    group.add_argument(
+        "--http-keepalive-timeout-secs", type=_seconds, default=75.0, metavar="N",
+        help="an idle keep-alive connection is closed after N s (default 75; 0: never)")
+    group.add_argument(
+        "--http-max-header-count", type=_positive, default=100, metavar="N",
+        help="headers per request (default 100; more: 431)")
+    group.add_argument(
+        "--http-max-header-size", type=_positive, default=64 * 1024, metavar="BYTES",
+        help="the request line and headers together (default 64 KiB; more: 414 or 431)")
 
 
 def _add_model_management(serve: argparse.ArgumentParser) -> None:
@@ -237,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 exit_timeout_secs=args.exit_timeout_secs,
                 strict_readiness=args.strict_readiness,
                 default_max_batch_size=_default_max_batch_size(args.backend_config),
+                http_header_timeout_secs=args.http_header_timeout_secs,
+                http_body_timeout_secs=args.http_body_timeout_secs,
+                http_keepalive_timeout_secs=args.http_keepalive_timeout_secs,
+                http_max_header_count=args.http_max_header_count,
+                http_max_header_bytes=args.http_max_header_size,
                 allow_grpc=args.allow_grpc,
                 grpc_port=args.grpc_port,
                 grpc_host=args.grpc_address,

@@ -1,140 +1,153 @@
-"""HTTP handlers for the KServe v2 endpoints. Each one reads the request, calls the data plane,
-and writes the answer; errors are raised and the middleware answers them."""
+"""HTTP handlers for everything but inference (pyserver/http/infer.py): each reads the request,
+calls the data plane and returns the answer; errors are raised and the protocol answers them
+({"error": message} with the error's status).
+
+    health, metadata, config, statistics     KServe v2 and Triton's extensions
+    /v2/logging                              Triton's logging extension (GET, POST)
+    /v2/repository/...                       Triton's model repository extension; a
+                                             `version` parameter on load/unload is
+                                             pyserver's own (one version beside the others)
+    .../monitoring                           pyserver's own: the model's inputs and outputs
+    /metrics, /v2/openapi.json
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiohttp import web
+import orjson
 
-from pyserver.dataplane import Admission, DataPlane
-from pyserver.errors import InvalidRequest, PayloadTooLarge, ServerError
-from pyserver.http.responses import body_size, infer_response, json_response
-from pyserver.logs import bind_request_id
-from pyserver.protocol.codec import InferRequest, decode_request, encode_response
-from pyserver.protocol.compression import compress, decompress
-from pyserver.types import ModelSignature
+from pyserver.dataplane import DataPlane
+from pyserver.errors import InvalidRequest
+from pyserver.http.wire import Request, Response, empty_response, json_response
+from pyserver.repository import decode_files
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-# Smaller answers go uncompressed whatever Accept-Encoding says (identity is always acceptable):
-# compressing a few hundred bytes costs more CPU than it saves on the wire.
-COMPRESS_FROM = 1024
-# (De)compressing more than this runs in a worker thread rather than on the event loop.
-OFF_LOOP_FROM = 256 * 1024
-
-_T = TypeVar("_T")
+Handler = Callable[[Request], Awaitable[Response]]
+RenderMetrics = Callable[[], bytes]
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def _status(ok: bool) -> web.Response:
+def _status(ok: bool) -> Response:
     # v2 health and readiness: the status says it; the body is empty.
-    return web.Response(status=200 if ok else 400)
+    return empty_response(200 if ok else 400)
+
+
+def _json_body(request: Request, what: str) -> Any:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}") from None
 
 
 class Handlers:
-    def __init__(self, dataplane: DataPlane, max_request_size: int) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
-        self._max_request_size = max_request_size
 
-    async def live(self, request: web.Request) -> web.Response:
+    # health and metadata
+    async def live(self, request: Request) -> Response:
         return _status(self._dp.live())
 
-    async def ready(self, request: web.Request) -> web.Response:
+    async def ready(self, request: Request) -> Response:
         return _status(self._dp.ready())
 
-    async def server_metadata(self, request: web.Request) -> web.Response:
+    async def server_metadata(self, request: Request) -> Response:
         return json_response(self._dp.server_metadata())
 
-    async def model_metadata(self, request: web.Request) -> web.Response:
+    async def model_metadata(self, request: Request) -> Response:
         info = request.match_info
         return json_response(self._dp.model_metadata(info["model"], info.get("version")))
 
-    async def model_ready(self, request: web.Request) -> web.Response:
+    async def model_ready(self, request: Request) -> Response:
         info = request.match_info
         return _status(self._dp.model_ready(info["model"], info.get("version")))
 
-    async def model_config(self, request: web.Request) -> web.Response:
+    async def model_config(self, request: Request) -> Response:
         info = request.match_info
         return json_response(self._dp.model_config(info["model"], info.get("version")))
 
-    async def model_stats(self, request: web.Request) -> web.Response:
+    async def model_stats(self, request: Request) -> Response:
         info = request.match_info
         return json_response(self._dp.model_stats(info.get("model"), info.get("version")))
 
-    async def infer(self, request: web.Request) -> web.Response:
+    async def model_monitoring(self, request: Request) -> Response:
+        # A snapshot of the core's counts and a few hundred numbers to format: on the loop.
         info = request.match_info
-        # Admitted (or refused, e.g. for a full queue) before the body is read; the version
-        # counts the request as accepted until its answer is made.
-        with self._dp.admit(info["model"], info.get("version")) as admission:
-            return await self._infer(request, admission)
+        return json_response(self._dp.model_monitoring(info["model"], info.get("version")))
 
-    async def _infer(self, request: web.Request, admission: Admission) -> web.Response:
-        # The body is read once; binary tensors stay views into it until the core's gather.
-        body = await read_body(request, self._max_request_size)
-        headers = request.headers
-        encoding = headers.get("Content-Encoding")
-        if encoding is not None:
-            try:
-                body = await _off_loop_if_large(
-                    len(body), decompress, body, encoding, self._max_request_size
-                )
-            except ServerError:
-                admission.fail()
-                raise
-        header_length = headers.get(HEADER_LENGTH)
+    # logging
+    async def log_settings(self, request: Request) -> Response:
+        return json_response(self._dp.log_settings())
 
-        def decode(signature: ModelSignature) -> InferRequest:
-            decoded = decode_request(body, header_length, signature)
-            if decoded.id is not None:
-                bind_request_id(decoded.id)  # this request's log lines carry the client's id
-            return decoded
+    async def update_log_settings(self, request: Request) -> Response:
+        changes = _json_body(request, "the log settings body")
+        return json_response(self._dp.update_log_settings(changes))
 
-        response = await self._dp.infer(admission, decode)
-        chunks, json_length = encode_response(
-            response.signature, response.model_version, response.request, response.results
-        )
-        size = body_size(chunks)
-        accept = headers.get("Accept-Encoding")
-        if accept is not None and size >= COMPRESS_FROM:
-            compressed, used = await _off_loop_if_large(size, compress, chunks, accept)
-            if used is not None:
-                return infer_response(compressed, body_size(compressed), json_length, used)
-        return infer_response(chunks, size, json_length)
+    # model repository
+    async def repository_index(self, request: Request) -> Response:
+        doc = _object_body(request)
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidRequest("'ready' must be true or false")
+        return json_response(self._dp.repository_index(ready))
 
+    async def load_model(self, request: Request) -> Response:
+        params = _parameters(_object_body(request), ("config", "version"), files=True)
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            # Triton takes the config as a JSON string; an object is accepted as well.
+            if not isinstance(config, dict):
+                raise InvalidRequest("parameter 'config' must be the model configuration as JSON")
+            config = orjson.dumps(config).decode()
+        await self._dp.load_model(request.match_info["model"], config, decode_files(params),
+                                  _version(params))
+        return empty_response(200)
 
-async def read_body(request: web.Request, max_size: int) -> bytes:
-    """The request body, copied once: the parser's chunks are joined into one bytes object
-    (aiohttp's read() joins into a bytearray and then copies that again). A body that arrived
-    in one chunk is used as it is, with no copy at all. Memory grows with the bytes that
-    actually arrive, never with what Content-Length merely claims."""
-    length = request.content_length
-    if length is None:  # chunked transfer: aiohttp enforces client_max_size as it reads
-        return await request.read()
-    if length > max_size:
-        raise PayloadTooLarge(
-            f"request body is larger than the limit of {max_size} bytes ({length} bytes)"
-        )
-    stream = request.content
-    first = await stream.readany()
-    if len(first) == length:
-        return first
-    chunks = [first]
-    received = len(first)
-    while received < length:
-        chunk = await stream.readany()
-        if not chunk:
-            raise InvalidRequest(f"request body ended after {received} of {length} bytes")
-        chunks.append(chunk)
-        received += len(chunk)
-    if received > length:
-        raise InvalidRequest(f"request body is longer than its Content-Length {length}")
-    return b"".join(chunks)
+    async def unload_model(self, request: Request) -> Response:
+        params = _parameters(_object_body(request), ("unload_dependents", "version"),
+                             files=False)
+        dependents = params.get("unload_dependents", False)
+        if not isinstance(dependents, bool):
+            raise InvalidRequest("parameter 'unload_dependents' must be true or false")
+        await self._dp.unload_model(request.match_info["model"], dependents, _version(params))
+        return empty_response(200)
 
 
-async def _off_loop_if_large(size: int, fn: Callable[..., _T], *args: Any) -> _T:
-    """Run fn here when the data is small, in a worker thread when it is large: zlib releases
-    the GIL, and the loop keeps serving other requests meanwhile."""
-    if size < OFF_LOOP_FROM:
-        return fn(*args)
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+def _object_body(request: Request) -> dict[str, Any]:
+    """A repository request's JSON object (an empty body is {})."""
+    if not request.body.strip():
+        return {}
+    doc = _json_body(request, "the request body")
+    if not isinstance(doc, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return doc
+
+
+def _parameters(doc: dict[str, Any], allowed: tuple[str, ...], files: bool) -> dict[str, Any]:
+    params = doc.get("parameters", {})
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidRequest("'parameters' must be a JSON object")
+    for key in params:
+        if key not in allowed and not (files and key.startswith("file:")):
+            expected = ", ".join(allowed) + (", file:<version>/<name>" if files else "")
+            raise InvalidRequest(f"unknown parameter {key!r}; expected one of {expected}")
+    version = params.get("version")
+    if version is not None and (not isinstance(version, (str, int)) or isinstance(version, bool)):
+        raise InvalidRequest("parameter 'version' must be a version number such as \"2\"")
+    return params
+
+
+def _version(params: dict[str, Any]) -> str | None:
+    version = params.get("version")
+    return None if version is None else str(version)
+
+
+def metrics_handler(render: RenderMetrics) -> Handler:
+    async def metrics(request: Request) -> Response:
+        # Reading the core's atomics and formatting a few hundred lines: a few milliseconds at
+        # most, so it stays on the loop.
+        return Response(200, render(), METRICS_CONTENT_TYPE)
+
+    return metrics

@@ -432,8 +432,8 @@ class HttpProtocol(asyncio.Protocol):
                 continue
             keep_alive = slot.keep_alive and not self._closing_now(slot)
             head = response.head(keep_alive)
-            chunks = response.chunks
-            if response.size < 65536:
+            chunks = response.chunks if slot.method != "HEAD" else ()
+            if response.size < 65536 or not chunks:
                 transport.write(b"".join((head, *chunks)) if chunks else head)
             else:
                 transport.write(head)

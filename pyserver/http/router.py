@@ -54,6 +54,8 @@ class Router:
             else:
                 self._exact[pattern] = methods
         methods[method] = handler
+        if method == "GET":
+            methods.setdefault("HEAD", handler)  # as HTTP has it: the GET's head, no body
         self._cache.clear()
 
     def match(self, path: str) -> Match | None:
@@ -77,9 +79,10 @@ class Router:
         return None
 
     def routes(self) -> list[tuple[str, str]]:
-        """(method, pattern) of every route, in the order they were added."""
+        """(method, pattern) of every route, in the order they were added (HEAD, which every
+        GET answers, left out)."""
         return [(method, pattern) for pattern, methods in self._by_pattern.items()
-                for method in methods]
+                for method in methods if method != "HEAD"]
 
 
 Handler = Callable[..., Any]

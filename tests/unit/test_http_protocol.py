@@ -166,7 +166,7 @@ def test_unknown_path_wrong_method_and_http_errors(setup) -> None:  # type: igno
     protocol.data_received(b"DELETE /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     (s1, _, b1), (s2, h2, b2) = transport.responses()
     assert s1 == 404 and json.loads(b1)["error"] == "no such endpoint: GET /nope"
-    assert s2 == 405 and h2["allow"] == "GET, POST"
+    assert s2 == 405 and h2["allow"] == "GET, HEAD, POST"
     assert json.loads(b2)["error"] == "method DELETE is not allowed on /echo"
 
 
