@@ -6,7 +6,7 @@ view of the batch's outputs through a CompletionQueue whose eventfd the event lo
 
 Datatype codes are Triton's TYPE_* numbers (see pyserver.types.DataType): BOOL=1, UINT8=2,
 UINT16=3, UINT32=4, UINT64=5, INT8=6, INT16=7, INT32=8, INT64=9, FP16=10, FP32=11, FP64=12,
-BYTES=13, BF16=14. Status codes are pyserver.types.StatusCode.
+BYTES=13, BF16=14. Status codes: STATUS_CODES below (pyserver.completions.StatusCode).
 """
 
 
@@ -33,6 +33,10 @@ class PythonEngine(Protocol):
     each with the batch's row count as its first dimension (BYTES outputs as object arrays)."""
 
     def execute(self, inputs: list[npt.NDArray[Any]]) -> Sequence[npt.NDArray[Any]]: ...
+
+# A completion's status code by name (csrc/core/status.h, the one table of these numbers);
+# pyserver.completions.StatusCode is the enum made from it.
+STATUS_CODES: dict[str, int]
 
 class Engine:
     """An engine handle the scheduler can run: make one per instance."""

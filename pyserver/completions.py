@@ -10,13 +10,13 @@ read them through raw pointers, so the memory must outlive the request.
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyserver import _core
-from pyserver.errors import Unavailable, from_status
-from pyserver.types import StatusCode
+from pyserver.errors import ServerError, Unavailable, from_core_status
 
 # (shape, bytes-like) per model input, as the core's Scheduler.submit takes them
 CoreInputs = Sequence[tuple[Sequence[int], Any]]
@@ -25,6 +25,19 @@ CoreInputs = Sequence[tuple[Sequence[int], Any]]
 # Called on the loop thread with (status code, payload): the outputs when the code is 0, the
 # error message otherwise.
 Done = Callable[[int, Any], None]
+
+# The core's status codes (their numbers live in csrc/core/status.h only).
+StatusCode: Any = enum.IntEnum("StatusCode", _core.STATUS_CODES)  # type: ignore[misc]
+UNAVAILABLE = _core.STATUS_CODES["UNAVAILABLE"]
+
+
+def from_status(code: int, message: str) -> ServerError:
+    """The exception for a completion's status code."""
+    try:
+        name = StatusCode(code).name
+    except ValueError:
+        name = "INTERNAL"
+    return from_core_status(name, message)
 
 
 class CompletionRouter:
@@ -115,5 +128,5 @@ class CompletionRouter:
         # Every scheduler has stopped, so nothing still waiting can be answered by the core.
         for done, _ in self._waiting.values():
             if done is not None:
-                done(int(StatusCode.UNAVAILABLE), "the server is shutting down")
+                done(UNAVAILABLE, "the server is shutting down")
         self._waiting.clear()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyserver import __version__
+from pyserver.completions import from_status
 from pyserver.config import to_triton
 from pyserver.errors import (
     InvalidRequest,
@@ -33,7 +34,6 @@ from pyserver.errors import (
     QueueFull,
     ServerError,
     Unavailable,
-    from_status,
 )
 from pyserver.lifecycle import ModelManager
 from pyserver.logs import LOGS

@@ -1,14 +1,13 @@
 """One hierarchy of errors, each carrying its HTTP status and the gRPC status code that means
 the same (a name of grpc.StatusCode; kept as text so this module needs no grpc).
 
-The HTTP layer's middleware and the gRPC servicer are the single places that turn these into
-answers, with the same message on both; the data plane is the single place that turns a core
-status code into one of them (`from_status`). docs/protocol.md lists the statuses side by side.
+The HTTP protocol and the gRPC servicer are the single places that turn these into answers,
+with the same message on both. A completion's status code from the C++ core becomes one of them
+by its name (`from_core_status`): the numbers live only in csrc/core/status.h, which the
+bindings export as pyserver._core.StatusCode. docs/protocol.md lists the statuses side by side.
 """
 
 from __future__ import annotations
-
-from pyserver.types import StatusCode
 
 
 class ServerError(Exception):
@@ -78,21 +77,19 @@ class ModelLoadError(ServerError):
     grpc_status = "INVALID_ARGUMENT"
 
 
-_BY_STATUS: dict[StatusCode, type[ServerError]] = {
-    StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    StatusCode.NOT_FOUND: NotFound,
-    StatusCode.UNAVAILABLE: Unavailable,
-    StatusCode.INTERNAL: InternalError,
-    StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-    StatusCode.CANCELLED: Cancelled,
-    StatusCode.UNSUPPORTED: Unsupported,
+# The core's status names (csrc/core/status.h, pyserver._core.StatusCode) -> the error.
+_BY_CORE_STATUS: dict[str, type[ServerError]] = {
+    "INVALID_ARGUMENT": InvalidRequest,
+    "NOT_FOUND": NotFound,
+    "UNAVAILABLE": Unavailable,
+    "RESOURCE_EXHAUSTED": QueueFull,
+    "INTERNAL": InternalError,
+    "DEADLINE_EXCEEDED": DeadlineExceeded,
+    "CANCELLED": Cancelled,
+    "UNSUPPORTED": Unsupported,
 }
 
 
-def from_status(code: int, message: str) -> ServerError:
-    """The exception for a core status code (the one translation table on the Python side)."""
-    try:
-        cls = _BY_STATUS[StatusCode(code)]
-    except (ValueError, KeyError):
-        cls = InternalError
-    return cls(message)
+def from_core_status(name: str, message: str) -> ServerError:
+    """The exception for a core status, by its name (an unknown one is an internal error)."""
+    return _BY_CORE_STATUS.get(name, InternalError)(message)

@@ -1,6 +1,7 @@
-"""Names shared by every room: datatypes (with Triton's numbering) and status codes.
+"""Names shared by every room: datatypes (with Triton's numbering) and tensor specs.
 
-The numbers are the same on both sides of the pybind11 boundary: csrc/core/types.h mirrors them.
+The datatype numbers are Triton's TYPE_* enum, the same on both sides of the pybind11 boundary
+(csrc/core/types.h). Status codes live in csrc/core/status.h alone (pyserver._core.StatusCode).
 """
 
 from __future__ import annotations
@@ -80,20 +81,6 @@ _ALIASES = {
     "DOUBLE": "FP64", "FLOAT64": "FP64", "BFLOAT16": "BF16", "INT": "INT32", "LONG": "INT64",
     "UINT": "UINT32",
 }
-
-
-class StatusCode(enum.IntEnum):
-    """Status codes of the C++ core (csrc/core/status.h); pyserver.errors maps each to an
-    exception class."""
-
-    OK = 0
-    INVALID_ARGUMENT = 1
-    NOT_FOUND = 2
-    UNAVAILABLE = 3
-    INTERNAL = 4
-    DEADLINE_EXCEEDED = 5
-    CANCELLED = 6
-    UNSUPPORTED = 7
 
 
 @dataclass(frozen=True, slots=True)

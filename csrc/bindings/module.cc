@@ -35,4 +35,17 @@ PYBIND11_MODULE(_core, m) {
   pyserver::bindings::BindScheduler(m);
   pyserver::bindings::BindDevice(m);
   pyserver::bindings::BindOnnxRuntime(m);
+  // The status codes of completions, from csrc/core/status.h: the one table of their numbers
+  // (pyserver.completions makes its StatusCode enum from it).
+  py::dict codes;
+  codes["OK"] = static_cast<int>(pyserver::core::StatusCode::kOk);
+  codes["INVALID_ARGUMENT"] = static_cast<int>(pyserver::core::StatusCode::kInvalidArgument);
+  codes["NOT_FOUND"] = static_cast<int>(pyserver::core::StatusCode::kNotFound);
+  codes["UNAVAILABLE"] = static_cast<int>(pyserver::core::StatusCode::kUnavailable);
+  codes["INTERNAL"] = static_cast<int>(pyserver::core::StatusCode::kInternal);
+  codes["DEADLINE_EXCEEDED"] = static_cast<int>(pyserver::core::StatusCode::kDeadlineExceeded);
+  codes["CANCELLED"] = static_cast<int>(pyserver::core::StatusCode::kCancelled);
+  codes["UNSUPPORTED"] = static_cast<int>(pyserver::core::StatusCode::kUnsupported);
+  codes["RESOURCE_EXHAUSTED"] = static_cast<int>(pyserver::core::StatusCode::kResourceExhausted);
+  m.attr("STATUS_CODES") = codes;
 }

@@ -33,7 +33,7 @@ Status RequestQueue::Push(std::unique_ptr<Request>* request_ptr, int64_t now_ns)
       level_sizes_[level] >= static_cast<size_t>(policy.max_queue_size)) {
     std::string where = priorities_ ? "the queue of priority level " + std::to_string(level + 1)
                                     : "the queue";
-    return Status::Unavailable("model '" + model_name_ + "': " + where + " is full (" +
+    return Status::ResourceExhausted("model '" + model_name_ + "': " + where + " is full (" +
                                std::to_string(level_sizes_[level]) +
                                " requests waiting, max_queue_size " +
                                std::to_string(policy.max_queue_size) + ")");

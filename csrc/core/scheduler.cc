@@ -215,7 +215,7 @@ void Scheduler::Submit(std::unique_ptr<Request> request) {
       request->state = RequestState::kQueued;
       Request* queued = request.get();
       status = queue_.Push(&request, request->enqueue_ns);
-      if (status.code() == StatusCode::kUnavailable) reason = FailureReason::kRejected;
+      if (status.code() == StatusCode::kResourceExhausted) reason = FailureReason::kRejected;
       if (status.ok()) {
         stats_.AddPending(1);
         if (options_.latency_target_us > 0) {

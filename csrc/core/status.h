@@ -12,7 +12,8 @@
 namespace pyserver {
 namespace core {
 
-// Keep in step with pyserver/types.py (StatusCode).
+// The one table of status codes: the bindings export it as pyserver._core.StatusCode, and
+// pyserver/errors.py maps each code's name to its exception class.
 enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument = 1,
@@ -22,6 +23,7 @@ enum class StatusCode : int {
   kDeadlineExceeded = 5,
   kCancelled = 6,
   kUnsupported = 7,
+  kResourceExhausted = 8,  // a queue is full
 };
 
 class Status {
@@ -36,6 +38,9 @@ class Status {
   }
   static Status Unavailable(std::string message) {
     return Status(StatusCode::kUnavailable, std::move(message));
+  }
+  static Status ResourceExhausted(std::string message) {
+    return Status(StatusCode::kResourceExhausted, std::move(message));
   }
   static Status Internal(std::string message) {
     return Status(StatusCode::kInternal, std::move(message));

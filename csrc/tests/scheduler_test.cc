@@ -213,7 +213,7 @@ TEST_CASE(MaxQueueSizeRejectsPerLevel) {
   h.Submit(Priority(1));  // 4: refused at once
   std::vector<Completion> refused = h.DrainNow();
   CHECK_EQ(IdsOf(refused), (Ids{4}));
-  CHECK_EQ(refused[0].status.code(), StatusCode::kUnavailable);
+  CHECK_EQ(refused[0].status.code(), StatusCode::kResourceExhausted);
   CHECK_CONTAINS(refused[0].status.message(), "model 'm'");
   CHECK_CONTAINS(refused[0].status.message(), "max_queue_size 2");
 
@@ -222,7 +222,7 @@ TEST_CASE(MaxQueueSizeRejectsPerLevel) {
   h.Submit(Priority(0));  // 6: the default level, 2, is full
   refused = h.DrainNow();
   CHECK_EQ(IdsOf(refused), (Ids{6}));
-  CHECK_EQ(refused[0].status.code(), StatusCode::kUnavailable);
+  CHECK_EQ(refused[0].status.code(), StatusCode::kResourceExhausted);
   CHECK_CONTAINS(refused[0].status.message(), "max_queue_size 1");
   CHECK_EQ(h.Failures(FailureReason::kRejected), uint64_t{2});
   CHECK_EQ(h.scheduler().Queued(), size_t{3});
@@ -249,7 +249,7 @@ TEST_CASE(MaxQueueSizeWithoutLevels) {
   h.Submit();
   std::vector<Completion> refused = h.DrainNow();
   CHECK_EQ(IdsOf(refused), (Ids{4}));
-  CHECK_EQ(refused[0].status.code(), StatusCode::kUnavailable);
+  CHECK_EQ(refused[0].status.code(), StatusCode::kResourceExhausted);
   CHECK_CONTAINS(refused[0].status.message(), "model 'm'");
   CHECK_CONTAINS(refused[0].status.message(), "max_queue_size 2");
   CHECK_EQ(h.Failures(FailureReason::kRejected), uint64_t{1});

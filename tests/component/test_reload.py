@@ -199,8 +199,9 @@ def test_load_unload_cycles_leave_nothing_behind(tmp_path: Path, serve_repositor
     for _ in range(100):
         cycle()
     time.sleep(0.2)
-    # Every core thread (batchers, instance workers) and session thread is gone again.
-    assert read_status("Threads") - (pool_threads() - pooled) == threads
+    # Every core thread (batchers, instance workers) and session thread is gone again (fewer is
+    # possible: a thread of an earlier test in this process may end meanwhile).
+    assert read_status("Threads") - (pool_threads() - pooled) <= threads
     grown = read_status("VmRSS") / rss
     assert grown < 1.10, f"RSS grew {grown:.3f}x over 100 cycles"
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from pyserver import _core
-from pyserver.types import DataType, StatusCode
+from pyserver.completions import StatusCode
+from pyserver.types import DataType
 from tests.unit.core_support import DELAY_US, TIMEOUT_S, Spec, frame, wait_completions
 
 FP32_X: list[Spec] = [("x", int(DataType.FP32), (4,))]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pyserver import _core
-from pyserver.types import DataType, StatusCode
+from pyserver.completions import StatusCode
+from pyserver.types import DataType
 from tests.unit.core_support import wait_completions
 
 SPEC = [("x", int(DataType.FP32), (2,))]
@@ -102,7 +103,7 @@ def test_priority_timeout_and_cancel_reach_the_queue(cq: _core.CompletionQueue) 
         s.submit(2, [buffers[2]], priority=1, timeout_us=1000)
         s.submit(3, [buffers[3]], priority=7)  # no such level
         got = wait_completions(cq, 2)
-        assert got[1][0] == StatusCode.UNAVAILABLE
+        assert got[1][0] == StatusCode.RESOURCE_EXHAUSTED
         assert "priority level 2 is full" in got[1][1]
         assert got[3][0] == StatusCode.INVALID_ARGUMENT
         assert "priority 7 is outside 1..2" in got[3][1]

@@ -91,11 +91,19 @@ def test_every_error_class_has_its_grpc_code() -> None:
 
 
 def test_core_status_codes_map_to_the_same_codes() -> None:
-    from pyserver.types import StatusCode
+    """Every status the core can complete with (csrc/core/status.h's one table) has its error
+    class, hence its HTTP status and gRPC code."""
+    from pyserver import _core
+    from pyserver.completions import StatusCode, from_status
 
     want = {StatusCode.INVALID_ARGUMENT: "INVALID_ARGUMENT", StatusCode.NOT_FOUND: "NOT_FOUND",
             StatusCode.UNAVAILABLE: "UNAVAILABLE", StatusCode.INTERNAL: "INTERNAL",
             StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED", StatusCode.CANCELLED: "CANCELLED",
-            StatusCode.UNSUPPORTED: "UNIMPLEMENTED"}
+            StatusCode.UNSUPPORTED: "UNIMPLEMENTED",
+            StatusCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED"}
+    assert set(want) | {StatusCode.OK} == set(StatusCode)
+    assert set(_core.STATUS_CODES) == {code.name for code in StatusCode}
     for code, name in want.items():
-        assert status_code(errors.from_status(code, "m")).name == name
+        assert status_code(from_status(code, "m")).name == name
+    assert isinstance(from_status(StatusCode.RESOURCE_EXHAUSTED, "m"), errors.QueueFull)
+    assert from_status(99, "m").http_status == 500  # a code the core does not have

@@ -32,7 +32,8 @@ from onnx import TensorProto, helper
 
 from pyserver import _core
 from pyserver.backends.onnxruntime import library_path
-from pyserver.types import DataType, StatusCode
+from pyserver.completions import StatusCode
+from pyserver.types import DataType
 from tests.unit.core_support import DELAY_US, Spec, wait_completions
 from tests.unit.test_core_engines import Model
 

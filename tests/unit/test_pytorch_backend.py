@@ -21,10 +21,11 @@ torch = pytest.importorskip("torch")
 from pyserver import _core  # noqa: E402
 from pyserver.backends import load  # noqa: E402
 from pyserver.backends.pytorch import TorchCpuEngine  # noqa: E402
+from pyserver.completions import StatusCode  # noqa: E402
 from pyserver.config import load_config  # noqa: E402
 from pyserver.errors import ModelLoadError  # noqa: E402
 from pyserver.model import scheduler_options  # noqa: E402
-from pyserver.types import DataType, StatusCode  # noqa: E402
+from pyserver.types import DataType  # noqa: E402
 from tests.unit.core_support import wait_completions  # noqa: E402
 
 
