@@ -19,9 +19,9 @@ Properties checked for every input (any failure is a finding):
 
 - decoding either succeeds or raises a pyserver.errors.ServerError with status 4xx or 501;
   nothing else escapes (no RecursionError, TypeError, numpy warning, 500);
-- three decoders agree exactly, result or error message: the compiled fast path (`_codec`), the
-  pure-Python twin (`_codec_py`) and the general path alone (fast paths switched off through
-  codec's module globals, as tests/unit/test_codec_fastpath.py does): so the fast path never
+- two decoders agree exactly, result or error message: the compiled fast path (`_codec`) and
+  the general path alone (the fast path switched off through codec's module globals, as
+  tests/unit/test_codec_fastpath.py does): so the fast path never
   accepts what the general path refuses, and returns the same tensors when both accept;
 - a decoded request has one tensor per declared input, each a flat contiguous byte view whose
   shape fits the signature; byte sizes equal elements x itemsize; BYTES framing holds exactly
@@ -40,21 +40,15 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import orjson
 
 from pyserver.errors import InvalidRequest, ServerError
-from pyserver.protocol import _codec_py, codec
+from pyserver.protocol import _codec as _compiled
+from pyserver.protocol import codec
 from pyserver.types import DataType, ModelSignature, TensorSpec
-
-_compiled: ModuleType
-try:
-    from pyserver.protocol import _codec as _compiled
-except ImportError:  # not built: the twin stands in (and is then compared with itself)
-    _compiled = _codec_py
 
 
 def _spec(name: str, datatype: DataType, *dims: int) -> TensorSpec:
@@ -258,7 +252,6 @@ def _no_fast_path(*args: object) -> None:
 
 _CONFIGS: dict[str, tuple[Any, Callable[..., Any], Callable[..., Any]]] = {
     "compiled": (_compiled, _compiled.accept_binary_inputs, _compiled.accept_outputs),
-    "python": (_codec_py, _codec_py.accept_binary_inputs, _codec_py.accept_outputs),
     "general": (_compiled, _no_fast_path, _no_fast_path),
 }
 
@@ -319,7 +312,7 @@ def _check_request(request: codec.InferRequest, body: bytes, header: int | str |
         assert view.c_contiguous
         count = _fits(spec, shape, signature.max_batch_size)
         if spec.datatype is BYTES:
-            assert _codec_py.count_bytes_elements(view) == count, (spec, shape)
+            assert _compiled.count_bytes_elements(view) == count, (spec, shape)
         else:
             assert view.nbytes == count * spec.datatype.itemsize, (spec, shape, view.nbytes)
         if view.obj is body:
@@ -357,7 +350,7 @@ def _results(signature: ModelSignature, request: codec.InferRequest,
         count = math.prod(shape)
         if spec.datatype is BYTES:
             elements = [source[(i + k) % len(source):][:3] for k in range(count)]
-            out.append((shape, _codec_py.frame_bytes(elements)))
+            out.append((shape, _compiled.frame_bytes(elements)))
         else:
             size = count * spec.datatype.itemsize
             data = (source * (size // len(source) + 1))[i % len(source):][:size]
@@ -388,7 +381,7 @@ def _check_response(signature: ModelSignature, request: codec.InferRequest,
             values = described["data"]
             assert "parameters" not in described
             if spec.datatype is BYTES:
-                assert [v.encode() for v in values] == _codec_py.unframe_bytes(data)
+                assert [v.encode() for v in values] == _compiled.unframe_bytes(data)
                 continue
             expected = np.frombuffer(data, dtype=spec.datatype.numpy)
             assert len(values) == expected.size

@@ -1,4 +1,4 @@
-"""Stub of the compiled codec helpers; `_codec_py` is the pure-Python twin with the same API."""
+"""Stub of the compiled codec helpers (pyserver/protocol/_codec.pyx)."""
 
 from collections.abc import Iterable, Sequence
 from typing import Any

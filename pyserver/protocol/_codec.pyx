@@ -3,9 +3,9 @@
 path of decoding (`accept_binary_inputs`, `accept_outputs`: take the common request in one pass,
 or return None and let the codec's general path decide and word the error).
 
-The pure-Python twin `_codec_py.py` has the same functions with the same results and the same
-messages; `codec` falls back to it when this extension is not built, and the fast-path tests run
-every case against both. Change the two together.
+It is the codec's only implementation of these primitives (setup.py always builds it); the hot
+path's rules are checked against the general path in codec.py by tests/unit/test_codec_fastpath.py
+and the decode fuzzer, which switch the hot path off and compare.
 
 Buffers are read through the buffer protocol (PyBUF_SIMPLE: any C-contiguous buffer, its length
 in bytes whatever its format), so bytes, bytearray, memoryview slices and numpy arrays all work

@@ -20,7 +20,7 @@ the model expects and what the request gave:
 6. requested outputs name known outputs, once each.
 
 Two paths, one answer. The hot path (`accept_binary_inputs`, `accept_outputs` in the compiled
-`_codec`, or its pure-Python twin `_codec_py`) takes the common request, every input binary and
+`_codec`) takes the common request, every input binary and
 everything in order, in one pass, and returns None at the first thing out of the ordinary. The
 general path below then decodes the request (JSON data included) and words the first error. The
 hot path accepts nothing the general path would refuse and returns what it would return; the
@@ -38,12 +38,11 @@ import orjson
 
 from pyserver.errors import InternalError, InvalidRequest
 from pyserver.protocol import _checks
-from pyserver.types import DataType, ModelSignature, TensorSpec
 
-try:
-    from pyserver.protocol import _codec as _fast
-except ImportError:  # not built: the pure-Python twin has the same API and messages
-    from pyserver.protocol import _codec_py as _fast  # type: ignore[no-redef]
+# The compiled hot path and the primitives both paths share (shape arithmetic, slicing the
+# binary tail, BYTES framing); setup.py always builds it.
+from pyserver.protocol import _codec as _fast
+from pyserver.types import DataType, ModelSignature, TensorSpec
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -28,6 +28,7 @@ import numpy as np
 
 from pyserver.errors import InternalError, InvalidRequest
 from pyserver.protocol import _checks
+from pyserver.protocol._codec import frame_bytes
 from pyserver.protocol.codec import (
     InferRequest,
     RequestedOutput,
@@ -41,11 +42,6 @@ from pyserver.protocol.codec import (
     output_index,
 )
 from pyserver.types import DataType, ModelSignature
-
-try:
-    from pyserver.protocol._codec import frame_bytes
-except ImportError:  # not built: the pure-Python twin
-    from pyserver.protocol._codec_py import frame_bytes
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -10,21 +10,11 @@ import pytest
 from tritonclient.utils import serialize_byte_tensor
 
 from pyserver.errors import ServerError
-from pyserver.protocol import _codec_py, codec
+from pyserver.protocol import _codec as compiled
+from pyserver.protocol import codec
 from pyserver.types import DataType, ModelSignature, TensorSpec
 
-try:
-    from pyserver.protocol import _codec as compiled
-except ImportError:  # not built: its cases are skipped, the twin's still run
-    compiled = None
-
-NOT_BUILT = "pyserver.protocol._codec is not built (python setup.py build_ext --inplace)"
-IMPLEMENTATIONS = [
-    pytest.param(_codec_py, id="python"),
-    pytest.param(
-        compiled, id="cython", marks=pytest.mark.skipif(compiled is None, reason=NOT_BUILT)
-    ),
-]
+IMPLEMENTATIONS = [pytest.param(compiled, id="cython")]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -188,19 +178,6 @@ def test_shape_elements(
     impl: Any, shape: Any, dims: tuple[int, ...], max_batch_size: int, elements: int
 ) -> None:
     assert impl.shape_elements(shape, dims, max_batch_size) == elements
-
-
-def test_both_implementations_export_the_same_names() -> None:
-    if compiled is None:
-        pytest.skip(NOT_BUILT)
-    public = {
-        name
-        for name, value in vars(_codec_py).items()
-        if not name.startswith("_") and getattr(value, "__module__", None) == _codec_py.__name__
-    }
-    assert set(_codec_py.__all__) == public | {"IMPLEMENTATION"}
-    for name in _codec_py.__all__:
-        assert hasattr(compiled, name), name
 
 
 # --------------------------------------------------------------------------------------------
