@@ -27,6 +27,14 @@ class NotFound(ServerError):
     grpc_status = "NOT_FOUND"
 
 
+class Forbidden(ServerError):
+    """An API group restricted by --http-restricted-api / --grpc-restricted-protocol, without
+    the header value it needs."""
+
+    http_status = 403
+    grpc_status = "PERMISSION_DENIED"
+
+
 class PayloadTooLarge(ServerError):
     http_status = 413
     grpc_status = "RESOURCE_EXHAUSTED"

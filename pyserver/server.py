@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyserver.access import AccessPolicy, Restriction
 from pyserver.completions import CompletionRouter
 from pyserver.config import DEFAULT_MAX_BATCH_SIZE
 from pyserver.dataplane import ControlMode, DataPlane
@@ -61,6 +62,9 @@ class ServerOptions:
     http_keepalive_timeout_secs: float = 75.0  # an idle connection between requests
     http_max_header_count: int = 100
     http_max_header_bytes: int = 64 * 1024  # the request line and headers together
+    # access control (Triton's --http-restricted-api, --grpc-restricted-protocol)
+    http_restricted: tuple[Restriction, ...] = ()
+    grpc_restricted: tuple[Restriction, ...] = ()
 
     def http_limits(self) -> HttpLimits:
         return HttpLimits(
@@ -110,7 +114,8 @@ class Server:
             self.metrics = Metrics(self.models.models, self._open_connections, lifecycle=self.models)
         render = self.metrics.render if self.metrics is not None else None
         self.http = HttpServer(
-            make_router(self.dataplane, options.max_request_size, render), options.http_limits())
+            make_router(self.dataplane, options.max_request_size, render,
+                        AccessPolicy(options.http_restricted)), options.http_limits())
         listener = await loop.create_server(
             self.http, options.host, options.http_port, backlog=1024, reuse_address=True)
         self._listeners.append(listener)
@@ -165,7 +170,7 @@ class Server:
 
         self._grpc = GrpcFrontEnd(
             dataplane, self.options.grpc_host or self.options.host, self.options.grpc_port,
-            self.options.max_request_size,
+            self.options.max_request_size, AccessPolicy(self.options.grpc_restricted),
         )
         self.grpc_port = await self._grpc.start()
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyserver import __version__
+from pyserver.access import API_GROUPS, AccessPolicy, Restriction, parse_restriction
 from pyserver.cli import build_engine, model_layout
 from pyserver.config import DEFAULT_MAX_BATCH_SIZE, MAX_BATCH_SIZE_LIMIT
 from pyserver.dataplane import ControlMode
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_management(serve)
     _add_http_limits(serve)
+    _add_access_control(serve)
     build_engine.add_parser(commands)
     return parser
 
@@ -159,6 +161,28 @@ def _add_http_limits(serve: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--http-max-header-size", type=_positive, default=64 * 1024, metavar="BYTES",
         help="the request line and headers together (default 64 KiB; more: 414 or 431)")
+
+
+def _restriction(text: str) -> Restriction:
+    try:
+        return parse_restriction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_access_control(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("access control (Triton's flags)")
+    groups = ", ".join(API_GROUPS)
+    group.add_argument(
+        "--http-restricted-api", action="append", default=[], type=_restriction,
+        metavar="API[,API...]:HEADER=VALUE",
+        help=f"HTTP requests to these API groups ({groups}) need HEADER with VALUE, else 403; "
+        "VALUE may be env:NAME or file:PATH to keep it out of process listings (repeatable)")
+    group.add_argument(
+        "--grpc-restricted-protocol", action="append", default=[], type=_restriction,
+        metavar="API[,API...]:KEY=VALUE",
+        help="gRPC calls to these API groups need metadata KEY with VALUE, else "
+        "PERMISSION_DENIED (repeatable; grpc.health.v1 stays open for probes)")
 
 
 def _add_model_management(serve: argparse.ArgumentParser) -> None:
@@ -236,6 +260,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             LOGS.configure(replace(settings, log_format=args.log_format, log_file=args.log_file))
         except ServerError as exc:
             raise SystemExit(f"pyserver: {exc}") from None
+        for restricted in (args.http_restricted_api, args.grpc_restricted_protocol):
+            try:
+                AccessPolicy(restricted)
+            except ValueError as exc:
+                raise SystemExit(f"pyserver: {exc}") from None
         mode = ControlMode(args.model_control_mode)
         if args.load_model and mode is not ControlMode.EXPLICIT:
             raise SystemExit(
@@ -266,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 http_keepalive_timeout_secs=args.http_keepalive_timeout_secs,
                 http_max_header_count=args.http_max_header_count,
                 http_max_header_bytes=args.http_max_header_size,
+                http_restricted=tuple(args.http_restricted_api),
+                grpc_restricted=tuple(args.grpc_restricted_protocol),
                 allow_grpc=args.allow_grpc,
                 grpc_port=args.grpc_port,
                 grpc_host=args.grpc_address,

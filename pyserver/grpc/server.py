@@ -7,8 +7,10 @@ import logging
 
 import grpc
 
+from pyserver.access import AccessPolicy
 from pyserver.dataplane import DataPlane
 from pyserver.grpc import messages as pb
+from pyserver.grpc.access import AccessInterceptor
 from pyserver.grpc.health import HealthServicer
 from pyserver.grpc.servicer import InferenceServicer
 from pyserver.grpc.stream import StreamServicer
@@ -26,7 +28,8 @@ def address(host: str, port: int) -> str:
 class GrpcFrontEnd:
     """Create, start and stop inside the running loop."""
 
-    def __init__(self, dataplane: DataPlane, host: str, port: int, max_request_size: int) -> None:
+    def __init__(self, dataplane: DataPlane, host: str, port: int, max_request_size: int,
+                 access: AccessPolicy | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -34,7 +37,9 @@ class GrpcFrontEnd:
         self.streams = StreamServicer(dataplane)
         service = InferenceServicer(dataplane).handlers()
         service["ModelStreamInfer"] = self.streams.handler(pb.ModelInferRequest)
+        interceptors = [AccessInterceptor(access)] if access is not None and access.any() else []
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 # A message larger than this (after decompression) is refused with
                 # RESOURCE_EXHAUSTED before any of it reaches pyserver, as HTTP answers 413.

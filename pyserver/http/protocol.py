@@ -330,7 +330,7 @@ class HttpProtocol(asyncio.Protocol):
             self._early(slot, error_response(f"method {method} is not allowed on {path}", 405,
                                              [("Allow", allowed)]))
             return
-        if isinstance(handler, _Stream):
+        if isinstance(handler, StreamRoute):
             token = CURRENT_REQUEST.set(slot.context)
             try:
                 state = handler.stream.begin(slot, match.match_info, headers)
@@ -375,7 +375,7 @@ class HttpProtocol(asyncio.Protocol):
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._body = []
         handler, state = route
-        if isinstance(handler, _Stream):
+        if isinstance(handler, StreamRoute):
             token = CURRENT_REQUEST.set(slot.context)
             try:
                 handler.stream.finish(slot, state, body, self._headers)
@@ -467,7 +467,7 @@ class HttpProtocol(asyncio.Protocol):
         """The request being read will not complete."""
         slot, route = self._slot, self._route
         self._route = None
-        if slot is not None and route is not None and isinstance(route[0], _Stream):
+        if slot is not None and route is not None and isinstance(route[0], StreamRoute):
             route[0].stream.abort(slot, route[1])
 
     def _refuse(self, status: int, message: str) -> None:
@@ -509,7 +509,7 @@ class _Refused(Exception):
     """Stops the parser after a request was refused (the connection closes)."""
 
 
-class _Stream:
+class StreamRoute:
     """Marks a route table entry answered by a StreamHandler (no task)."""
 
     __slots__ = ("stream",)
@@ -518,6 +518,6 @@ class _Stream:
         self.stream = stream
 
 
-def stream(handler: StreamHandler) -> _Stream:
-    return _Stream(handler)
+def stream(handler: StreamHandler) -> StreamRoute:
+    return StreamRoute(handler)
 
