@@ -92,10 +92,12 @@ def prepare_base(base: str, ab_root: Path = AB_ROOT) -> tuple[str, Path]:
     return sha, venv
 
 
-def make_repository(ab_root: Path) -> Path:
-    """engines/* linked and the benchmark MLP written into a fresh folder (removed after)."""
+def make_repository(ab_root: Path, engines: Path | None = None) -> Path:
+    """engines/* (the working tree's, or `engines`: the base checkout's own, whose configs its
+    server understands) linked and the benchmark MLP written into a fresh folder (removed
+    after)."""
     repo = Path(tempfile.mkdtemp(prefix="repository-", dir=ab_root))
-    link_engines(repo)
+    link_engines(repo, engines)
     write_mlp(repo)
     return repo
 
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_args = args.serve_arg if args.serve_arg is not None else \
         ["--allow-metrics", "false", "--log-level", "warning"]
     repository = make_repository(AB_ROOT)
+    base_repository = make_repository(AB_ROOT, AB_ROOT / sha / "src" / "engines")
     settings = Settings(pa, args.measurement_interval, args.stability_percentage,
                         args.max_trials,
                         model_repository=repository if args.ceiling else None)
@@ -287,12 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, server in servers.items():
             extra = args.base_serve_arg if name == "base" else args.head_serve_arg
-            server.start(repository, serve_args + extra, AB_ROOT / f"server-{name}.log")
+            server.start(base_repository if name == "base" else repository, serve_args + extra,
+                         AB_ROOT / f"server-{name}.log")
         runs = measure(servers, points, settings, args.repeats, not args.no_warmup)
     finally:
         for server in servers.values():
             server.stop()
         shutil.rmtree(repository, ignore_errors=True)
+        shutil.rmtree(base_repository, ignore_errors=True)
     summary = summarize(points, runs)
     print_summary(summary, runs)
     result = {"base": {"sha": sha, "label": servers["base"].label},

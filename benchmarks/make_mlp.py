@@ -107,12 +107,13 @@ def write_mlp(repository: Path = DEFAULT_REPOSITORY, name: str = "mlp",
     return folder
 
 
-def link_engines(repository: Path) -> list[Path]:
-    """Link every model folder of the bundled engines/ into `repository` (existing names are
-    left alone), so that one `--model-repository` serves them and the MLP together."""
+def link_engines(repository: Path, engines: Path | None = None) -> list[Path]:
+    """Link every model folder of the bundled engines/ (or of `engines`, another checkout's)
+    into `repository` (existing names are left alone), so that one `--model-repository` serves
+    them and the MLP together."""
     repository.mkdir(parents=True, exist_ok=True)
     linked = []
-    for model in sorted(p for p in (ROOT / "engines").iterdir() if p.is_dir()):
+    for model in sorted(p for p in (engines or ROOT / "engines").iterdir() if p.is_dir()):
         link = repository / model.name
         if not link.exists() and not link.is_symlink():
             link.symlink_to(model.resolve(), target_is_directory=True)

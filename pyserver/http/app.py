@@ -12,7 +12,7 @@ from pyserver.http.infer import InferStream
 from pyserver.http.openapi import openapi_document, served_routes
 from pyserver.http.protocol import Slot, StreamHandler, StreamRoute, stream
 from pyserver.http.router import Router
-from pyserver.http.routes import aiohttp_path
+from pyserver.http.routes import router_path
 from pyserver.http.wire import JSON, Request, Response
 
 DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
@@ -50,7 +50,7 @@ def make_router(
         handler = handlers[route.handler]
         if access is not None and route.group and access.restricted(route.group):
             handler = _guarded(handler, route.group, access)
-        router.add(route.method, aiohttp_path(route.path), handler)
+        router.add(route.method, router_path(route.path), handler)
     return router
 
 

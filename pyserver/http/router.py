@@ -1,6 +1,6 @@
 """Which handler a request goes to: method and path against the route table.
 
-Patterns are written as aiohttp's (`/v2/models/{model}/versions/{version:[0-9]+}/infer`): a
+Patterns are written as `/v2/models/{model}/versions/{version:[0-9]+}/infer`: a
 `{name}` matches one path segment, `{name:regex}` what the regex matches. A path that matches no
 pattern is a 404; one that matches with another method is a 405 that lists the allowed ones.
 Lookups are cached per path: clients send the same few paths again and again.

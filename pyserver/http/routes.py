@@ -1,8 +1,8 @@
 """The HTTP API as data: every route's method, path, handler, summary and body schemas.
 
-make_app builds the aiohttp routes from this table, and the OpenAPI document
+make_router (app.py) builds the HTTP server's routes from this table, and the OpenAPI document
 (GET /v2/openapi.json, pyserver/http/openapi.py) is generated from it, so the two cannot drift
-apart. Paths are written in OpenAPI's form; `aiohttp_path` adds the patterns aiohttp matches
+apart. Paths are written in OpenAPI's form; `router_path` adds the patterns the router matches
 path parameters with (a version is a number: /versions/x is no route at all, 404).
 """
 
@@ -40,7 +40,7 @@ class Route:
         return self.handler + ("_version" if "{version}" in self.path else "")
 
 
-def aiohttp_path(path: str) -> str:
+def router_path(path: str) -> str:
     """/v2/models/{model}/versions/{version} -> .../versions/{version:[0-9]+}"""
     for name, (pattern, _) in PATH_PARAMETERS.items():
         if pattern is not None:
