@@ -116,6 +116,13 @@ class InferStream:
     def _answer(self, slot: Slot, response: InferResponse, accept: str | None) -> None:
         chunks, json_length = encode_response(
             response.signature, response.model_version, response.request, response.results)
+        if accept is None and json_length is not None:  # the common case, in a few steps
+            size = json_length
+            for chunk in chunks[1:]:
+                size += chunk.nbytes  # type: ignore[attr-defined]  # numpy views, memoryviews
+            slot.answer(Response(200, chunks, OCTET_STREAM,
+                                 (("Inference-Header-Content-Length", str(json_length)),), size))
+            return
         extra: list[tuple[str, str]] = []
         if json_length is not None:
             extra.append(("Inference-Header-Content-Length", str(json_length)))

@@ -32,6 +32,10 @@ def status_line(status: int) -> bytes:
     return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
 
 
+# The status line and Content-Type of the answers written so far, by (status, content type).
+_HEADS: dict[tuple[int, bytes | None], bytes] = {}
+
+
 class Request:
     """One parsed request with its whole body. `headers` maps lower-case names to values
     (latin-1 text; a repeated header's values joined with ", ", as RFC 9110 allows)."""
@@ -76,15 +80,18 @@ class Response:
         self.headers = headers
 
     def head(self, keep_alive: bool) -> bytes:
-        parts = [status_line(self.status)]
-        if self.content_type is not None:
-            parts.append(b"Content-Type: " + self.content_type + b"\r\n")
-        for name, value in self.headers:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not keep_alive:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"Content-Length: %d\r\n\r\n" % self.size)
-        return b"".join(parts)
+        key = (self.status, self.content_type)
+        start = _HEADS.get(key)
+        if start is None:
+            start = status_line(self.status)
+            if self.content_type is not None:
+                start += b"Content-Type: " + self.content_type + b"\r\n"
+            if len(_HEADS) < 256:
+                _HEADS[key] = start
+        extra = b"".join(f"{name}: {value}\r\n".encode("latin-1")
+                         for name, value in self.headers) if self.headers else b""
+        end = b"Content-Length: %d\r\n\r\n" % self.size
+        return b"".join((start, extra, end if keep_alive else b"Connection: close\r\n" + end))
 
     def body_text(self) -> bytes:
         """The body joined (tests and logs; the server writes the chunks as they are)."""
