@@ -35,7 +35,8 @@ def parse_summary(text: str) -> dict[str, int]:
     for line in text.splitlines():
         m = _ROW.match(line)
         if m:
-            calls[m.group(2)] = int(m.group(1))
+            if m.group(2) != "total":
+                calls[m.group(2)] = int(m.group(1))
     return calls
 
 
