@@ -25,6 +25,19 @@ from tests.e2e.test_serve import free_port
 pytestmark = pytest.mark.e2e
 
 
+def wait_ready(proc: subprocess.Popen[bytes], client: httpclient.InferenceServerClient) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if client.is_server_ready():
+                return
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready in 120 s"
+        time.sleep(0.2)
+
+
 def made_repositories(temporary: Path) -> list[Path]:
     # Only pyserver's own: other libraries may leave files of theirs in TMPDIR.
     return sorted(temporary.glob("pyserver-models-*"))
@@ -45,16 +58,7 @@ def test_one_models_folder_served_under_the_model_name(tmp_path: Path) -> None:
     )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready in 120 s"
-            time.sleep(0.2)
+        wait_ready(proc, client)
         [made] = made_repositories(temporary)
         assert (made / "mnist").resolve() == storage.resolve()
 
@@ -101,16 +105,7 @@ def test_a_bare_model_file_is_completed_and_served(tmp_path: Path) -> None:
     )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready in 120 s"
-            time.sleep(0.2)
+        wait_ready(proc, client)
         config = client.get_model_config("mnist")
         assert config["max_batch_size"] == 4  # --backend-config default-max-batch-size
         pixels = load_digits().data[-4:].astype(np.float32)
