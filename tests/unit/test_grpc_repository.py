@@ -71,6 +71,7 @@ def test_unload_parameters() -> None:
 STATUS = {
     errors.InvalidRequest: (400, grpc.StatusCode.INVALID_ARGUMENT),
     errors.NotFound: (404, grpc.StatusCode.NOT_FOUND),
+    errors.Forbidden: (403, grpc.StatusCode.PERMISSION_DENIED),
     errors.PayloadTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
     errors.Unavailable: (503, grpc.StatusCode.UNAVAILABLE),
     errors.QueueFull: (503, grpc.StatusCode.RESOURCE_EXHAUSTED),
