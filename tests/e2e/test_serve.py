@@ -29,6 +29,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen[bytes], client: httpclient.InferenceServerClient) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if client.is_server_ready():
+                return
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready in 120 s"
+        time.sleep(0.2)
+
+
 def test_serve_digits_and_stop_on_sigterm() -> None:
     port, grpc_port = free_port(), free_port()
     # The installed console script, as a user runs it (python -m pyserver where there is none).
@@ -43,16 +56,7 @@ def test_serve_digits_and_stop_on_sigterm() -> None:
     client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
     grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready in 120 s"
-            time.sleep(0.2)
+        wait_ready(proc, client)
 
         digits = load_digits()
         pixels = digits.data[-360:].astype(np.float32)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,9 @@ import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
 from tests.conftest import ENGINES, ROOT
-from tests.e2e.test_serve import free_port
+from tests.e2e.test_serve import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_ready(proc: subprocess.Popen[bytes], client: httpclient.InferenceServerClient) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            if client.is_server_ready():
-                return
-        except Exception:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready in 120 s"
-        time.sleep(0.2)
 
 
 def made_repositories(temporary: Path) -> list[Path]:
