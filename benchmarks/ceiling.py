@@ -10,6 +10,12 @@ compared with (benchmarks/perf_analyzer_sweep.py does so for the batch sizes the
 Both by the clock (wall) and by this process's CPU time. With one ONNX Runtime thread the two
 agree on an idle machine; on a busy one the thread is descheduled part of the time and the wall
 figures understate what the model does on a core of its own, which the CPU figures still give.
+
+Back to back is the flattering case: a server's worker thread sleeps between batches. With
+`--gap-us G [G ...]` each call also runs after the thread has slept G microseconds, and the
+calls alone are timed (mean and median per call, wall clock), as a server's compute_infer is:
+
+    python benchmarks/ceiling.py --batch 16 --gap-us 0 200 500 2000
 """
 
 from __future__ import annotations
@@ -79,6 +85,21 @@ def time_batches(session: ort.InferenceSession, batch: int, seconds: float = 2.0
             return BatchTiming(batch, calls, elapsed, time.process_time() - cpu_start)
 
 
+def spaced_calls(session: ort.InferenceSession, batch: int, gap_s: float,
+                 calls: int = 3000, warmup_calls: int = 100) -> np.ndarray:
+    """Wall time (s) of each of `calls` calls with `batch` rows, each after sleeping `gap_s`
+    (none when 0): what one call costs a thread that was idle before it."""
+    feed = _feed(session, batch)
+    times = np.empty(calls + warmup_calls)
+    for n in range(calls + warmup_calls):
+        if gap_s > 0:
+            time.sleep(gap_s)
+        started = time.perf_counter()
+        session.run(None, feed)
+        times[n] = time.perf_counter() - started
+    return times[warmup_calls:]
+
+
 def batch_timings(path: str, batches: list[int], seconds: float = 1.0,
                   intra_op_threads: int = 1) -> list[BatchTiming]:
     """One session, each batch size timed in turn (the sweep's in-process reference)."""
@@ -97,7 +118,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64, 128])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--gap-us", type=float, nargs="+",
+                        help="time single calls, each after this much sleep (0: back to back)")
     args = parser.parse_args()
+    if args.gap_us:
+        session = session_for(args.model, args.threads)
+        for batch in args.batch:
+            for gap in args.gap_us:
+                us = spaced_calls(session, batch, gap / 1e6) * 1e6
+                print(f"in-process batch {batch:4d}, after {gap:6.0f} us asleep: "
+                      f"mean {us.mean():7.1f} us, median {np.median(us):7.1f} us per call")
+        return
     for t in batch_timings(args.model, args.batch, args.seconds, args.threads):
         print(f"in-process batch {t.batch:4d}: {t.rows_per_s:10.0f} infer/s "
               f"{t.us_per_batch:10.1f} us/batch (by CPU time: {t.cpu_rows_per_s:10.0f} infer/s "

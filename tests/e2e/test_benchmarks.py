@@ -282,6 +282,20 @@ def test_ceiling_times_batches_by_the_clock_and_by_cpu_time() -> None:
     assert (one.batch, eight.batch) == (1, 8)
 
 
+def test_ceiling_times_single_calls_after_a_sleep() -> None:
+    import time
+
+    from ceiling import session_for, spaced_calls
+
+    session = session_for(str(ROOT / "engines" / "digits" / "1" / "model.onnx"))
+    started = time.perf_counter()
+    times = spaced_calls(session, 4, gap_s=0.001, calls=50, warmup_calls=5)
+    elapsed = time.perf_counter() - started
+    assert times.shape == (50,) and (times > 0).all()
+    # The sleeps are not in the figures: the calls took far less than the 55 ms slept.
+    assert elapsed >= 0.055 and times.sum() < elapsed - 0.05
+
+
 PERF_ANALYZER = pas.find_perf_analyzer()
 
 
