@@ -10,7 +10,7 @@ import gc
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import pytest
 from pyserver import _core
 from pyserver.completions import StatusCode
 from pyserver.types import DataType
-from tests.unit.core_support import DELAY_US, TIMEOUT_S, Spec, frame, wait_completions
+from tests.unit.core_support import DELAY_US, TIMEOUT_S, Model, Spec, frame, wait_completions
 
 
 def unframe(data: bytes) -> list[bytes]:
@@ -29,57 +29,6 @@ def unframe(data: bytes) -> list[bytes]:
         items.append(data[pos + 4 : pos + 4 + length])
         pos += 4 + length
     return items
-
-
-class Model:
-    """A scheduler with its completion queue; keeps submitted buffers alive until the end."""
-
-    def __init__(
-        self,
-        inputs: Sequence[Spec],
-        outputs: Sequence[Spec],
-        engines: Sequence[_core.Engine],
-        *,
-        max_batch_size: int = 8,
-        delay_us: int = 0,
-        manual_clock: bool = False,
-    ) -> None:
-        self.cq = _core.CompletionQueue()
-        options = _core.SchedulerOptions()
-        options.model_name = "m"
-        options.max_batch_size = max_batch_size
-        options.max_queue_delay_us = delay_us
-        options.inputs = list(inputs)
-        options.outputs = list(outputs)
-        options.manual_clock = manual_clock
-        self.scheduler = _core.Scheduler(options, list(engines), self.cq)
-        self.buffers: list[Any] = []
-        self.next_id = 0
-
-    def submit(self, *inputs: tuple[Sequence[int], Any]) -> int:
-        request_id = self.next_id
-        self.next_id += 1
-        self.buffers.append(inputs)
-        self.scheduler.submit(request_id, list(inputs))
-        return request_id
-
-    def close(self) -> None:
-        self.scheduler.stop()
-        self.cq.close()
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., Model]]:
-    models: list[Model] = []
-
-    def factory(*args: Any, **kwargs: Any) -> Model:
-        model = Model(*args, **kwargs)
-        models.append(model)
-        return model
-
-    yield factory
-    for model in models:
-        model.close()
 
 
 def fp32(name: str, dims: Sequence[int] = (4,)) -> Spec:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,7 @@ from pyserver import _core
 from pyserver.backends.onnxruntime import library_path
 from pyserver.completions import StatusCode
 from pyserver.types import DataType
-from tests.unit.core_support import DELAY_US, Spec, wait_completions
-from tests.unit.test_core_engines import Model
+from tests.unit.core_support import DELAY_US, Model, Spec, wait_completions
 
 ENGINES = Path(__file__).resolve().parents[2] / "engines"
 DIGITS = ENGINES / "digits" / "1" / "model.onnx"
@@ -60,20 +59,6 @@ def library() -> str:
     info = _core.onnxruntime_library(str(path))
     assert info["available"], info["error"]
     return str(path)
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., Model]]:
-    models: list[Model] = []
-
-    def factory(*args: Any, **kwargs: Any) -> Model:
-        model = Model(*args, **kwargs)
-        models.append(model)
-        return model
-
-    yield factory
-    for model in models:
-        model.close()
 
 
 def options(model: Path | str, **settings: int) -> _core.OnnxRuntimeSessionOptions:
