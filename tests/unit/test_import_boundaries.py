@@ -1,5 +1,6 @@
-"""The rooms of DESIGN.md stay true: each module is imported in a fresh interpreter and what it
-pulled in is checked, and the http room's own imports are read from its source."""
+"""The rooms of docs/design.md (../shared/DESIGN.md as this project has moved it) stay true:
+each module is imported in a fresh interpreter and what it pulled in is checked, and the http
+and grpc rooms' own imports are read from their source."""
 
 from __future__ import annotations
 
