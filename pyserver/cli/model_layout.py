@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import enum
-import re
 import shutil
 import tempfile
 import tomllib
@@ -28,9 +27,16 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_FILES = ("config.toml", "config.pbtxt")
-# The file names the engines look for in a version folder, by suffix.
-MODEL_FILES = ("model.onnx", "model.plan", "model.pt", "model.pt2")
+from pyserver.config import (
+    CONFIG_FILENAME,
+    CONFIG_FILENAMES,
+    MODEL_FILES,
+    PBTXT_FILENAME,
+    is_version_name,
+)
+from pyserver.config.pbtxt import parse as parse_pbtxt
+from pyserver.errors import ModelLoadError
+
 # A file of another name is taken when it is the only one with one of these suffixes.
 SINGLE_FILE_SUFFIXES = (".onnx", ".plan")
 
@@ -51,19 +57,13 @@ class Detected:
     model_file: Path | None = None  # the file, for Layout.MODEL_FILE
 
 
-def _is_version_folder(path: Path) -> bool:
-    # As the repository counts them (pyserver/config.py): a positive integer, no leading zero.
-    name = path.name
-    return name.isascii() and name.isdigit() and not name.startswith("0") and path.is_dir()
-
-
 def _looks_like_model_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
-    if any((path / name).is_file() for name in CONFIG_FILES):
+    if any((path / name).is_file() for name in CONFIG_FILENAMES):
         return True
     try:
-        return any(_is_version_folder(p) for p in path.iterdir())
+        return any(is_version_name(p.name) and p.is_dir() for p in path.iterdir())
     except OSError:
         return False
 
@@ -96,46 +96,24 @@ def detect(folder: Path) -> Detected:
     return Detected(Layout.REPOSITORY)
 
 
-# Comments, quoted strings and brackets are skipped over so that only the outermost `name` counts
-# (inputs and outputs have names too).
-_PBTXT_TOKEN = re.compile(
-    r"""\bname\s*:\s*(?:"(?P<double>(?:[^"\\]|\\.)*)"|'(?P<single>(?:[^'\\]|\\.)*)')"""
-    r"""|#[^\n]*|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[{}\[\]<>]"""
-)
-
-
-def _top_level_pbtxt_name(text: str) -> str | None:
-    """`name: "..."` at the outermost level of a protobuf text file, if there is one."""
-    depth = 0
-    for match in _PBTXT_TOKEN.finditer(text):
-        token = match.group(0)
-        if token in ("{", "[", "<"):
-            depth += 1
-        elif token in ("}", "]", ">"):
-            depth -= 1
-        elif depth == 0 and match.lastgroup in ("double", "single"):
-            return match.group(match.lastgroup)
-    return None
-
-
 def declared_name(folder: Path) -> tuple[Path, str] | None:
     """The model name a model folder's config declares (the file, the name), if it declares
     one. An unreadable config is left to the loader, which reports it in full."""
-    toml_file = folder / "config.toml"
+    toml_file = folder / CONFIG_FILENAME
     if toml_file.is_file():
         try:
             raw = tomllib.loads(toml_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
             return None
         name = raw.get("name")
         return (toml_file, name) if isinstance(name, str) else None
-    pbtxt_file = folder / "config.pbtxt"
+    pbtxt_file = folder / PBTXT_FILENAME
     if pbtxt_file.is_file():
         try:
-            name = _top_level_pbtxt_name(pbtxt_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
+            name = parse_pbtxt(pbtxt_file.read_text(encoding="utf-8"), str(pbtxt_file)).get("name")
+        except (OSError, UnicodeDecodeError, ModelLoadError):
             return None
-        return (pbtxt_file, name) if name is not None else None
+        return (pbtxt_file, name) if isinstance(name, str) else None
     return None
 
 
