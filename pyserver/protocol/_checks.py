@@ -35,14 +35,17 @@ def json_type(value: object) -> str:
 _SHOWN = 200  # characters of a client's value quoted back in a message, at most
 
 
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
 def _json_text(value: object) -> str:
     """A client's value as JSON text for a message: shortened, and never an error of its own
     (orjson refuses to write data nested more than 255 levels deep, which a request can be)."""
     try:
-        text = orjson.dumps(value).decode()
+        return _shortened(orjson.dumps(value).decode())
     except orjson.JSONEncodeError:
         return f"{json_type(value)} nested too deeply to show"
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def _shape_text(shape: list[Any]) -> str:
@@ -50,8 +53,7 @@ def _shape_text(shape: list[Any]) -> str:
     shape can nest a thousand levels deep) are written as JSON, which cannot recurse forever."""
     if any(type(d) is list or type(d) is dict for d in shape):
         return _json_text(shape)
-    text = str(shape)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    return _shortened(str(shape))
 
 
 def request_parameters(value: object) -> dict[str, Any]:
