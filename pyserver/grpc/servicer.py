@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from pyserver.dataplane import DataPlane, InferResponse
+from pyserver.dataplane import DataPlane
 from pyserver.errors import InvalidRequest, NotFound, ServerError
 from pyserver.grpc import messages as pb
 from pyserver.grpc.status import status_code
@@ -98,10 +98,18 @@ def infer_decoder(message: Any, context: grpc.aio.ServicerContext) -> Callable[
     return decode
 
 
-def encode(response: InferResponse) -> bytes:
-    return encode_infer_response(
-        response.signature, response.model_version, response.request, response.results
-    )
+async def infer(
+    dataplane: DataPlane, message: Any, context: grpc.aio.ServicerContext, stream: bool = False
+) -> bytes:
+    """One ModelInferRequest through the data plane, to the bytes of its ModelInferResponse (or,
+    with `stream`, of the ModelStreamInferResponse carrying it). It is admitted (or refused, e.g.
+    for a full queue) before its inputs are looked at."""
+    with dataplane.admit(message.model_name, _version(message.model_version)) as admission:
+        response = await dataplane.infer(admission, infer_decoder(message, context))
+        return encode_infer_response(
+            response.signature, response.model_version, response.request, response.results,
+            stream,
+        )
 
 
 class InferenceServicer:
@@ -187,9 +195,7 @@ class InferenceServicer:
     # inference
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
-        # Admitted (or refused, e.g. for a full queue) before the inputs are looked at.
-        with self._dp.admit(request.model_name, _version(request.model_version)) as admission:
-            return encode(await self._dp.infer(admission, infer_decoder(request, context)))
+        return await infer(self._dp, request, context)
 
     # logging (Triton's logging extension)
 

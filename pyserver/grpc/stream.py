@@ -23,9 +23,10 @@ import grpc
 
 from pyserver.dataplane import DataPlane
 from pyserver.errors import ServerError
-from pyserver.grpc.servicer import encode, infer_decoder
+from pyserver.grpc import messages as pb
+from pyserver.grpc.servicer import infer
 from pyserver.logs import CURRENT_REQUEST, RequestContext
-from pyserver.protocol.grpc_codec import encode_stream_error, encode_stream_response
+from pyserver.protocol.grpc_codec import encode_stream_error
 
 log = logging.getLogger("pyserver.grpc")
 
@@ -40,9 +41,9 @@ class StreamServicer:
         self._readers: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    def handler(self, request_type: Any) -> grpc.RpcMethodHandler:
+    def handler(self) -> grpc.RpcMethodHandler:
         return grpc.stream_stream_rpc_method_handler(
-            self.model_stream_infer, request_deserializer=request_type.FromString,
+            self.model_stream_infer, request_deserializer=pb.ModelInferRequest.FromString,
             response_serializer=None,  # answers are bytes written by the codec
         )
 
@@ -103,9 +104,7 @@ class StreamServicer:
         """One request of the stream, to its answer: a response or an error, never a raise."""
         token = CURRENT_REQUEST.set(RequestContext())
         try:
-            with self._dp.admit(message.model_name, message.model_version or None) as admission:
-                response = await self._dp.infer(admission, infer_decoder(message, context))
-            return encode_stream_response(encode(response))
+            return await infer(self._dp, message, context, stream=True)
         except ServerError as exc:
             text = str(exc)
         except Exception as exc:  # a bug: this request's answer says so; the stream goes on

@@ -70,7 +70,6 @@ _CONTENTS_FIELD = {
     DataType.BYTES: "bytes_contents",
 }
 _FIELDS = tuple(dict.fromkeys(_CONTENTS_FIELD.values()))
-_BY_NAME = {dt.name: dt for dt in DataType}
 # Fields wider than the datatype they carry: the values are range-checked.
 _NARROW = frozenset(
     {DataType.UINT8, DataType.UINT16, DataType.INT8, DataType.INT16}
@@ -149,7 +148,7 @@ def decode_infer_request(message: Any, signature: ModelSignature) -> InferReques
 
 def _typed_tensor(p: _InputPlan, contents: Any, count: int, shape: list[int]) -> memoryview:
     """The bytes of an input given in typed `contents` (flat, row-major)."""
-    datatype = _BY_NAME[p.datatype]
+    datatype = DataType[p.datatype]
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidRequest(
@@ -225,11 +224,13 @@ def encode_infer_response(
     model_version: str,
     request: InferRequest,
     results: Sequence[tuple[tuple[int, ...], Buffer]],
+    stream: bool = False,
 ) -> bytes:
     """The serialized `ModelInferResponse` for `request`: the outputs it asked for, in its order,
     each described in `outputs` and its bytes in `raw_output_contents` (BYTES in the 4-byte
     length framing, as the model produced them). `results` holds one (shape, flat bytes) per
-    signature output, in signature order."""
+    signature output, in signature order. With `stream`, the `ModelStreamInferResponse` carrying
+    it (what `encode_stream_response` makes of it), the outputs still copied only once."""
     plan = _plan_for(signature)
     if len(results) != len(plan.out_info):
         raise InternalError(
@@ -241,12 +242,14 @@ def encode_infer_response(
     if request.id:
         parts.append(_text_field(_ID, request.id))
     raws: list[Any] = []
+    raw_size = 0
     for requested in request.outputs:
         name, datatype, itemsize, _forced = plan.out_info[requested.index]
         shape, buf = results[requested.index]
         view = buf if type(buf) is memoryview else memoryview(buf)
+        nbytes = view.nbytes
         if itemsize:
-            check_output_size(name, datatype, itemsize, shape, view.nbytes)
+            check_output_size(name, datatype, itemsize, shape, nbytes)
         dims = _packed(shape)
         tensor = (
             _text_field(_TENSOR_NAME, name)
@@ -254,7 +257,11 @@ def encode_infer_response(
             + _TENSOR_SHAPE + _varint(len(dims)) + dims
         )
         parts += (_OUTPUTS, _varint(len(tensor)), tensor)
-        raws += (_RAW_OUTPUT, _varint(view.nbytes), view)
+        length = _varint(nbytes)
+        raws += (_RAW_OUTPUT, length, view)
+        raw_size += 1 + len(length) + nbytes
+    if stream:
+        parts[:0] = (_STREAM_RESPONSE, _varint(sum(map(len, parts)) + raw_size))
     return b"".join(parts + raws)
 
 
