@@ -36,7 +36,7 @@ class GrpcFrontEnd:
         self.health = HealthServicer(dataplane)
         self.streams = StreamServicer(dataplane)
         service = InferenceServicer(dataplane).handlers()
-        service["ModelStreamInfer"] = self.streams.handler(pb.ModelInferRequest)
+        service["ModelStreamInfer"] = self.streams.handler()
         interceptors = [AccessInterceptor(access)] if access is not None and access.any() else []
         self._server = grpc.aio.server(
             interceptors=interceptors,
