@@ -72,6 +72,17 @@ def _queue_policy(policy: QueuePolicy) -> _core.QueuePolicy:
     return core
 
 
+def _logged(payload_log: PayloadLog, request: InferRequest, done: Done) -> Done:
+    """`done`, after the payload log has seen a successful request and its outputs."""
+
+    def logged(code: int, payload: Any) -> None:
+        if code == 0:
+            payload_log.observe(request, payload)
+        done(code, payload)
+
+    return logged
+
+
 class Model:
     """One version of one model, ready to take requests through its scheduler."""
 
@@ -148,20 +159,11 @@ class Model:
         Returns the id `cancel` takes."""
         if self._state is not ModelState.READY:
             raise Unavailable(f"model '{self.name}' version {self.version} is not ready")
+        if self.payload_log is not None:
+            done = _logged(self.payload_log, request, done)
         parameters = request.parameters
         # The codec has checked both are non-negative integers; the queue policy decides what
         # they mean (the core ignores a priority when the model has no levels).
-        payload_log = self.payload_log
-        if payload_log is not None:
-            def logged(code: int, payload: Any) -> None:
-                if code == 0:
-                    payload_log.observe(request, payload)
-                done(code, payload)
-
-            return self._router.submit(
-                self._scheduler, request.inputs, parameters.get("priority", 0),
-                parameters.get("timeout", 0), logged,
-            )
         return self._router.submit(
             self._scheduler, request.inputs, parameters.get("priority", 0),
             parameters.get("timeout", 0), done,
