@@ -13,17 +13,16 @@ calls the data plane and returns the answer; errors are raised and the protocol 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from pyserver.dataplane import DataPlane
 from pyserver.errors import InvalidRequest
-from pyserver.http.wire import Request, Response, empty_response, json_response
+from pyserver.http.wire import Handler, Request, Response, empty_response, json_response
 from pyserver.repository import decode_files
 
-Handler = Callable[[Request], Awaitable[Response]]
 RenderMetrics = Callable[[], bytes]
 METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 

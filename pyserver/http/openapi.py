@@ -4,7 +4,6 @@ docs/protocol.md is the prose beside it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from pyserver import __version__
@@ -254,14 +253,14 @@ def _operation(route: Route) -> dict[str, Any]:
     return operation
 
 
-def served_routes(metrics: bool, routes: Iterable[Route] = ROUTES) -> list[Route]:
+def served_routes(metrics: bool) -> list[Route]:
     """The routes an application serves: /metrics only when metrics are on."""
-    return [r for r in routes if metrics or not r.only_with_metrics]
+    return [r for r in ROUTES if metrics or not r.only_with_metrics]
 
 
-def openapi_document(metrics: bool, routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
+def openapi_document(metrics: bool) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for route in served_routes(metrics, routes):
+    for route in served_routes(metrics):
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",

@@ -9,7 +9,7 @@ Lookups are cached per path: clients send the same few paths again and again.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -60,8 +60,10 @@ class Router:
 
     def match(self, path: str) -> Match | None:
         """The route of `path` (percent-decoded per segment), or None: no such endpoint."""
-        if path in self._cache:
-            return self._cache[path]
+        try:
+            return self._cache[path]  # one lookup on a hit, the usual case
+        except KeyError:
+            pass
         found = self._match(path)
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
@@ -83,6 +85,3 @@ class Router:
         GET answers, left out)."""
         return [(method, pattern) for pattern, methods in self._by_pattern.items()
                 for method in methods if method != "HEAD"]
-
-
-Handler = Callable[..., Any]

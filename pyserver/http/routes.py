@@ -21,7 +21,7 @@ PATH_PARAMETERS = {
 class Route:
     method: str
     path: str  # OpenAPI form: /v2/models/{model}
-    handler: str  # a name in the handler table make_app builds
+    handler: str  # a method of handlers.Handlers, or infer, openapi, metrics (app.py)
     summary: str
     request: str | None = None  # schema names in openapi.SCHEMAS; None: no body
     response: str | None = None  # None: the status says it all (health)

@@ -7,10 +7,9 @@ the bytes `Response.head` and `Response.chunks` give.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -18,7 +17,6 @@ from pyserver.protocol.codec import encode_error
 
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
-TEXT = b"text/plain; charset=utf-8"
 
 # Status lines, made once: "HTTP/1.1 200 OK\r\n"
 _STATUS_LINES: dict[int, bytes] = {
@@ -40,23 +38,15 @@ class Request:
     """One parsed request with its whole body. `headers` maps lower-case names to values
     (latin-1 text; a repeated header's values joined with ", ", as RFC 9110 allows)."""
 
-    __slots__ = ("body", "headers", "match_info", "method", "path", "query_string")
+    __slots__ = ("body", "headers", "match_info", "method", "path")
 
-    def __init__(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                 body: bytes, match_info: dict[str, str] | None = None) -> None:
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                 match_info: dict[str, str] | None = None) -> None:
         self.method = method
         self.path = path
-        self.query_string = query_string
         self.headers = headers
         self.body = body
         self.match_info = match_info or {}
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        return parse_qs(self.query_string)
-
-    async def read(self) -> bytes:
-        return self.body
 
 
 class Response:
@@ -93,9 +83,9 @@ class Response:
         end = b"Content-Length: %d\r\n\r\n" % self.size
         return b"".join((start, extra, end if keep_alive else b"Connection: close\r\n" + end))
 
-    def body_text(self) -> bytes:
-        """The body joined (tests and logs; the server writes the chunks as they are)."""
-        return b"".join(bytes(memoryview(c).cast("B")) for c in self.chunks)
+
+# A route's handler (everything but inference, which protocol.py's StreamHandler answers).
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 def json_response(value: Any, status: int = 200) -> Response:
