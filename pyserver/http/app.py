@@ -7,15 +7,21 @@ import orjson
 
 from pyserver.access import AccessPolicy
 from pyserver.dataplane import DataPlane
-from pyserver.http.handlers import Handler, Handlers, RenderMetrics, metrics_handler
+from pyserver.http.handlers import Handlers, RenderMetrics, metrics_handler
 from pyserver.http.infer import InferStream
 from pyserver.http.openapi import openapi_document, served_routes
-from pyserver.http.protocol import Slot, StreamHandler, StreamRoute, stream
+from pyserver.http.protocol import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    Slot,
+    StreamHandler,
+    StreamRoute,
+    stream,
+)
 from pyserver.http.router import Router
 from pyserver.http.routes import router_path
 from pyserver.http.wire import JSON, Request, Response
 
-DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_REQUEST_SIZE", "make_metrics_router", "make_router"]
 
 
 def make_router(
@@ -33,21 +39,16 @@ def make_router(
     async def openapi(request: Request) -> Response:
         return Response(200, document, JSON)
 
+    # Route.handler names a method of Handlers, or one of these.
     h = Handlers(dataplane)
-    handlers: dict[str, Handler | object] = {
-        name: getattr(h, name) for name in (
-            "live", "ready", "server_metadata", "model_metadata", "model_ready", "model_config",
-            "model_stats", "model_monitoring", "log_settings", "update_log_settings",
-            "repository_index", "load_model", "unload_model",
-        )
+    own: dict[str, object] = {
+        "infer": stream(InferStream(dataplane, max_request_size)), "openapi": openapi,
     }
-    handlers["infer"] = stream(InferStream(dataplane, max_request_size))
-    handlers["openapi"] = openapi
     if render_metrics is not None:
-        handlers["metrics"] = metrics_handler(render_metrics)
+        own["metrics"] = metrics_handler(render_metrics)
     router = Router()
     for route in served_routes(metrics):
-        handler = handlers[route.handler]
+        handler = own.get(route.handler) or getattr(h, route.handler)
         if access is not None and route.group and access.restricted(route.group):
             handler = _guarded(handler, route.group, access)
         router.add(route.method, router_path(route.path), handler)
