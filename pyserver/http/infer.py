@@ -116,30 +116,25 @@ class InferStream:
     def _answer(self, slot: Slot, response: InferResponse, accept: str | None) -> None:
         chunks, json_length = encode_response(
             response.signature, response.model_version, response.request, response.results)
-        if accept is None and json_length is not None:  # the common case, in a few steps
+        extra: list[tuple[str, str]]
+        if json_length is None:  # every output in the JSON: one chunk
+            content_type, extra, size = JSON, [], memoryview(chunks[0]).nbytes
+        else:
+            content_type = OCTET_STREAM
+            extra = [("Inference-Header-Content-Length", str(json_length))]
             size = json_length
             for chunk in chunks[1:]:
                 size += chunk.nbytes  # type: ignore[attr-defined]  # numpy views, memoryviews
-            slot.answer(Response(200, chunks, OCTET_STREAM,
-                                 (("Inference-Header-Content-Length", str(json_length)),), size))
-            return
-        extra: list[tuple[str, str]] = []
-        if json_length is not None:
-            extra.append(("Inference-Header-Content-Length", str(json_length)))
-            content_type = OCTET_STREAM
-        else:
-            content_type = JSON
-        if accept is not None:
-            size = sum(memoryview(c).nbytes for c in chunks)
-            if size >= COMPRESS_FROM:
-                if size >= OFF_LOOP_FROM:
-                    slot.task = slot.loop.create_task(
-                        _compress_then_answer(slot, chunks, accept, content_type, extra))
-                    return
-                chunks, used = compress(chunks, accept)
-                if used is not None:
-                    extra.append(("Content-Encoding", used))
-        slot.answer(Response(200, chunks, content_type, extra))
+        if accept is not None and size >= COMPRESS_FROM:
+            if size >= OFF_LOOP_FROM:
+                slot.task = slot.loop.create_task(
+                    _compress_then_answer(slot, chunks, accept, content_type, extra))
+                return
+            chunks, used = compress(chunks, accept)
+            if used is not None:
+                extra.append(("Content-Encoding", used))
+                size = memoryview(chunks[0]).nbytes  # compress's one chunk
+        slot.answer(Response(200, chunks, content_type, extra, size))
 
 
 async def _compress_then_answer(slot: Slot, chunks: list[Any], accept: str, content_type: bytes,
