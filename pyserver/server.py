@@ -56,12 +56,12 @@ class ServerOptions:
     exit_timeout_secs: float = 30.0
     strict_readiness: bool = True
     default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # auto-completed models
-    # slow and hostile clients (pyserver's own; seconds, 0 = no deadline)
-    http_header_timeout_secs: float = 10.0  # a request's headers, from its first byte
-    http_body_timeout_secs: float = 60.0  # its body, from its headers (progress does not extend)
-    http_keepalive_timeout_secs: float = 75.0  # an idle connection between requests
-    http_max_header_count: int = 100
-    http_max_header_bytes: int = 64 * 1024  # the request line and headers together
+    # slow and hostile clients (pyserver's own; seconds, 0 = no deadline; see HttpLimits)
+    http_header_timeout_secs: float = HttpLimits.header_timeout
+    http_body_timeout_secs: float = HttpLimits.body_timeout
+    http_keepalive_timeout_secs: float = HttpLimits.keepalive_timeout
+    http_max_header_count: int = HttpLimits.max_header_count
+    http_max_header_bytes: int = HttpLimits.max_header_bytes
     # access control (Triton's --http-restricted-api, --grpc-restricted-protocol)
     http_restricted: tuple[Restriction, ...] = ()
     grpc_restricted: tuple[Restriction, ...] = ()

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,24 +35,24 @@ import httptools
 
 from pyserver.errors import ServerError
 from pyserver.http.router import Router
-from pyserver.http.wire import Request, Response, error_response
+from pyserver.http.wire import Handler, Request, Response, error_response
 from pyserver.logs import CURRENT_REQUEST, RequestContext
 
 log = logging.getLogger("pyserver.http")
 request_log = logging.getLogger("pyserver.http.request")
 
-Handler = Callable[[Request], Awaitable[Response]]
 SWEEP_INTERVAL_S = 0.25
+DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class HttpLimits:
     """What a client may take: sizes, and time (seconds; 0 turns a deadline off)."""
 
-    max_request_size: int = 64 * 1024 * 1024
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+    header_timeout: float = 10.0  # a request's headers, from its first byte
+    body_timeout: float = 60.0  # its body, from its headers (progress does not extend it)
+    keepalive_timeout: float = 75.0  # an idle connection between requests
     max_header_count: int = 100
     max_header_bytes: int = 64 * 1024  # the request line and every header, together
     max_pipelined: int = 32
@@ -186,7 +186,7 @@ class HttpProtocol(asyncio.Protocol):
         self._refused = False  # the parser stopped: nothing more is read
         self._header_count = 0
         self._slot: Slot | None = None
-        self._route: tuple[Any, Any] | None = None  # (handler, its begin() state or match)
+        self._route: tuple[Any, Any] | None = None  # (handler, its begin() state or match_info)
 
     # -- the connection -------------------------------------------------------------------------
 
@@ -256,14 +256,11 @@ class HttpProtocol(asyncio.Protocol):
         if self._phase == _IDLE:
             self.abort()  # an idle keep-alive connection: nothing to answer
         elif self._phase == _HEADERS:
-            self._timed_out("the request's headers did not arrive within "
-                            f"{self.limits.header_timeout:g} s")
+            self._reply_and_close(408, "the request's headers did not arrive within "
+                                       f"{self.limits.header_timeout:g} s")
         elif self._phase == _BODY:
-            self._timed_out("the request's body did not arrive within "
-                            f"{self.limits.body_timeout:g} s")
-
-    def _timed_out(self, message: str) -> None:
-        self._reply_and_close(408, message)
+            self._reply_and_close(408, "the request's body did not arrive within "
+                                       f"{self.limits.body_timeout:g} s")
 
     # -- parser callbacks -----------------------------------------------------------------------
 
@@ -305,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("latin-1")
         url = self._url.decode("latin-1")
-        path, _, query = url.partition("?")
+        path = url.partition("?")[0]
         slot = self._slot = Slot(self, method, path, parser.should_keep_alive())
         self.slots.append(slot)
         if len(self.slots) >= self.limits.max_pipelined:
@@ -341,7 +338,7 @@ class HttpProtocol(asyncio.Protocol):
                 CURRENT_REQUEST.reset(token)
             self._route = (handler, state)
         else:
-            self._route = (handler, (match.match_info, query))
+            self._route = (handler, match.match_info)
         if (headers.get("expect", "").lower() == "100-continue" and self.transport is not None
                 and self.slots[0] is slot):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -384,8 +381,7 @@ class HttpProtocol(asyncio.Protocol):
             finally:
                 CURRENT_REQUEST.reset(token)
         else:
-            match_info, query = state
-            request = Request(slot.method, slot.path, query, self._headers, body, match_info)
+            request = Request(slot.method, slot.path, self._headers, body, state)
             slot.task = self.server.loop.create_task(self._run(slot, handler, request))
         self._after_message()
 
@@ -430,7 +426,13 @@ class HttpProtocol(asyncio.Protocol):
             assert response is not None
             if transport is None:
                 continue
-            keep_alive = slot.keep_alive and not self._closing_now(slot)
+            if request_log.isEnabledFor(logging.DEBUG):
+                # before the write: a client that reads its answer finds the line logged
+                token = CURRENT_REQUEST.set(slot.context)
+                request_log.debug("%s %s -> %d in %.3f ms", slot.method, slot.path,
+                                  response.status, (time.monotonic_ns() - slot.started) / 1e6)
+                CURRENT_REQUEST.reset(token)
+            keep_alive = slot.keep_alive and not (self._closing and not slots)
             head = response.head(keep_alive)
             chunks = response.chunks if slot.method != "HEAD" else ()
             if response.size < 65536 or not chunks:
@@ -439,11 +441,6 @@ class HttpProtocol(asyncio.Protocol):
                 transport.write(head)
                 for chunk in chunks:
                     transport.write(memoryview(chunk).cast("B"))
-            if request_log.isEnabledFor(logging.DEBUG):
-                token = CURRENT_REQUEST.set(slot.context)
-                request_log.debug("%s %s -> %d in %.3f ms", slot.method, slot.path,
-                                  response.status, (time.monotonic_ns() - slot.started) / 1e6)
-                CURRENT_REQUEST.reset(token)
             if not keep_alive:
                 self._closing = True
                 if self._phase == _BODY and self._discard:
@@ -459,9 +456,6 @@ class HttpProtocol(asyncio.Protocol):
             if self._phase == _BUSY:
                 self._idle()
         self._maybe_resume_reading()
-
-    def _closing_now(self, slot: Slot) -> bool:
-        return self._closing and not self.slots
 
     def _abort_request(self) -> None:
         """The request being read will not complete."""
