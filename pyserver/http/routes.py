@@ -102,7 +102,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v2/repository/models/{model}/unload", "unload_model",
           "Unload a model (or one version: parameters.version) once it has answered what it "
           "accepted", request="RepositoryUnloadRequest", errors=(400, 404, 503),
-          body_required=False),
+          body_required=False, group="model-repository"),
     Route("GET", "/v2/logging", "log_settings", "Log settings (Triton's logging extension)",
           response="LogSettings", group="logging"),
     Route("POST", "/v2/logging", "update_log_settings",

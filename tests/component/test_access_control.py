@@ -71,6 +71,13 @@ def test_every_group_refuses_without_the_header(restricted, route) -> None:  # t
     assert status != 403, answer
 
 
+def test_the_repository_routes_are_one_group() -> None:
+    """Triton's model-repository group is index, load and unload, over HTTP as over gRPC."""
+    repository = {f"{r.method} {r.path}" for r in ROUTES if r.path.startswith("/v2/repository/")}
+    assert len(repository) == 3
+    assert {r.group for r in ROUTES if r.path.startswith("/v2/repository/")} == {"model-repository"}
+
+
 def test_a_refused_request_has_no_side_effect(restricted) -> None:  # type: ignore[no-untyped-def]
     assert request(restricted, "POST", "/v2/repository/models/identity/unload", b"{}")[0] == 403
     assert request(restricted, "GET", "/v2/models/identity/ready", b"",
