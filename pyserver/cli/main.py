@@ -144,23 +144,26 @@ def _add_http_limits(serve: argparse.ArgumentParser) -> None:
     """Deadlines and bounds for slow and hostile HTTP clients (pyserver's own names: Triton has
     none). A client that misses a deadline is answered 408 and its connection closed."""
     group = serve.add_argument_group("HTTP clients")
+    o = ServerOptions
     group.add_argument(
-        "--http-header-timeout-secs", type=_seconds, default=10.0, metavar="N",
-        help="a request's headers must arrive within N s of its first byte (default 10; 0: no "
-        "limit)")
+        "--http-header-timeout-secs", type=_seconds, default=o.http_header_timeout_secs,
+        metavar="N", help="a request's headers must arrive within N s of its first byte "
+        f"(default {o.http_header_timeout_secs:g}; 0: no limit)")
     group.add_argument(
-        "--http-body-timeout-secs", type=_seconds, default=60.0, metavar="N",
+        "--http-body-timeout-secs", type=_seconds, default=o.http_body_timeout_secs, metavar="N",
         help="a request's body must arrive within N s of its headers, however slowly it "
-        "trickles (default 60; 0: no limit)")
+        f"trickles (default {o.http_body_timeout_secs:g}; 0: no limit)")
     group.add_argument(
-        "--http-keepalive-timeout-secs", type=_seconds, default=75.0, metavar="N",
-        help="an idle keep-alive connection is closed after N s (default 75; 0: never)")
+        "--http-keepalive-timeout-secs", type=_seconds, default=o.http_keepalive_timeout_secs,
+        metavar="N", help="an idle keep-alive connection is closed after N s "
+        f"(default {o.http_keepalive_timeout_secs:g}; 0: never)")
     group.add_argument(
-        "--http-max-header-count", type=_positive, default=100, metavar="N",
-        help="headers per request (default 100; more: 431)")
+        "--http-max-header-count", type=_positive, default=o.http_max_header_count, metavar="N",
+        help=f"headers per request (default {o.http_max_header_count}; more: 431)")
     group.add_argument(
-        "--http-max-header-size", type=_positive, default=64 * 1024, metavar="BYTES",
-        help="the request line and headers together (default 64 KiB; more: 414 or 431)")
+        "--http-max-header-size", type=_positive, default=o.http_max_header_bytes,
+        metavar="BYTES", help="the request line and headers together "
+        f"(default {o.http_max_header_bytes // 1024} KiB; more: 414 or 431)")
 
 
 def _restriction(text: str) -> Restriction:
