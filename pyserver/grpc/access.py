@@ -37,7 +37,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if group is not None and self._policy.restricted(group):
             metadata = {key.lower(): value for key, value in details.invocation_metadata or ()}
             try:
-                self._policy.check(group, metadata.get)
+                self._policy.check_mapping(group, metadata)
             except Forbidden as exc:
                 return _denied(str(exc), streaming=method.endswith("/ModelStreamInfer"))
         return await continuation(details)
