@@ -43,9 +43,9 @@ def start_server(repository: Path, **options: object) -> tuple[RunningServer, th
     """Start pyserver on its own event loop in a thread; return when it is ready."""
     import uvloop
 
-    from pyserver.http.server import Server, ServerOptions
+    from pyserver.server import Server, ServerOptions
 
-    # As `pyserver serve` runs (pyserver.http.server.run): engine threads get the GIL soon.
+    # As `pyserver serve` runs (pyserver.server.run): engine threads get the GIL soon.
     sys.setswitchinterval(0.0005)
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="pyserver-test-loop", daemon=True)
