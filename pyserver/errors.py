@@ -101,3 +101,8 @@ _BY_CORE_STATUS: dict[str, type[ServerError]] = {
 def from_core_status(name: str, message: str) -> ServerError:
     """The exception for a core status, by its name (an unknown one is an internal error)."""
     return _BY_CORE_STATUS.get(name, InternalError)(message)
+
+
+def internal_message(exc: BaseException) -> str:
+    """What a client hears of an unexpected exception (a bug), on every transport."""
+    return f"internal error: {type(exc).__name__}: {exc}"

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import json_format
 
 from pyserver.dataplane import DataPlane
-from pyserver.errors import InvalidRequest, NotFound, ServerError
+from pyserver.errors import InvalidRequest, NotFound, ServerError, internal_message
 from pyserver.grpc import messages as pb
 from pyserver.grpc.status import status_code
 from pyserver.logs import CURRENT_REQUEST, RequestContext, bind_request_id
@@ -48,9 +48,7 @@ def _rpc(name: str, method: Unary) -> Unary:
             raise
         except Exception as exc:  # a bug: answer INTERNAL and keep serving
             log.exception("internal error in %s", name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            )
+            await context.abort(grpc.StatusCode.INTERNAL, internal_message(exc))
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = CURRENT_REQUEST.set(RequestContext())

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from pyserver.dataplane import DataPlane
-from pyserver.errors import ServerError
+from pyserver.errors import ServerError, internal_message
 from pyserver.grpc import messages as pb
 from pyserver.grpc.servicer import infer
 from pyserver.logs import CURRENT_REQUEST, RequestContext
@@ -109,7 +109,7 @@ class StreamServicer:
             text = str(exc)
         except Exception as exc:  # a bug: this request's answer says so; the stream goes on
             log.exception("internal error in ModelStreamInfer")
-            text = f"internal error: {type(exc).__name__}: {exc}"
+            text = internal_message(exc)
         finally:
             CURRENT_REQUEST.reset(token)
         return encode_stream_error(text, message.model_name, message.model_version, message.id)

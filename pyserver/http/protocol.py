@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import httptools
 
-from pyserver.errors import ServerError
+from pyserver.errors import ServerError, internal_message
 from pyserver.http.router import Router
 from pyserver.http.wire import Handler, Request, Response, error_response
 from pyserver.logs import CURRENT_REQUEST, RequestContext
@@ -109,7 +109,7 @@ def response_for(exc: BaseException, method: str, path: str) -> Response:
     if isinstance(exc, ServerError):
         return error_response(str(exc), exc.http_status)
     log.error("internal error on %s %s", method, path, exc_info=exc)
-    return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
+    return error_response(internal_message(exc), 500)
 
 
 class HttpServer:
