@@ -54,8 +54,11 @@ Status Batch::Gather(const ModelSpec& model, Engine& engine, BatchInputs* inputs
 void Batch::PrepareOutputs(const ModelSpec& model, BatchOutputs* outputs) const {
   outputs->resize(model.outputs.size());
   for (size_t j = 0; j < model.outputs.size(); ++j) {
-    (*outputs)[j].spec = &model.outputs[j];
-    (*outputs)[j].dtype = model.outputs[j].dtype;
+    BatchTensor& slot = (*outputs)[j];  // may be a slot of an earlier batch: reset all of it
+    slot.spec = &model.outputs[j];
+    slot.dtype = model.outputs[j].dtype;
+    slot.shape.clear();
+    slot.buffer.reset();
   }
 }
 

@@ -34,7 +34,8 @@ class Batch {
   // framings concatenated), with the batch's shape.
   Status Gather(const ModelSpec& model, Engine& engine, BatchInputs* inputs) const;
 
-  // Output slots for the engine, one per model output, with spec and datatype filled in.
+  // Output slots for the engine, one per model output, with spec and datatype filled in (and
+  // no shape or buffer, whatever `outputs` held before).
   void PrepareOutputs(const ModelSpec& model, BatchOutputs* outputs) const;
 
   // Checks the engine's outputs (count, dtype, first dimension == rows(), byte size or framing);

@@ -75,8 +75,17 @@ bool Instance::Execute(Batch& batch, std::vector<Completion>* completions_out) {
   options_.stats->RecordBatchExecuted(batch.rows());
 
   Status status;
-  BatchInputs inputs;
-  BatchOutputs outputs;
+  BatchInputs& inputs = inputs_;
+  BatchOutputs& outputs = outputs_;
+  // The batch's buffers go when Execute returns, whatever happened; the slots stay for the next.
+  struct DropBuffers {
+    BatchInputs& inputs;
+    BatchOutputs& outputs;
+    ~DropBuffers() {
+      for (BatchTensor& tensor : inputs) tensor.buffer.reset();
+      for (BatchTensor& tensor : outputs) tensor.buffer.reset();
+    }
+  } drop{inputs, outputs};
   std::vector<Completion>& completions = *completions_out;
   int64_t input_done_ns = start_ns;
   int64_t infer_done_ns = start_ns;

@@ -88,6 +88,11 @@ class Instance {
   State state_ = State::kIdle;
   bool stop_requested_ = false;  // finish what is assigned, then exit
   std::unique_ptr<Batch> batch_;
+
+  // The worker's: the batch's gathered inputs and the engine's output slots, kept between
+  // batches so that their vectors and shapes are reused (Execute drops the buffers each time).
+  BatchInputs inputs_;
+  BatchOutputs outputs_;
 };
 
 }  // namespace core
