@@ -9,13 +9,18 @@ namespace {
 
 // OrtValues a batch made, released when it ends, whatever happened (the OrtValues over our
 // buffers do not own them; ONNX Runtime's own outputs are taken out before, see TakeOutput).
+// The array is the calling thread's `scratch`, kept between batches: no allocation per batch.
 class ValueList {
  public:
-  ValueList(const ort::OrtApi& api, size_t n) : api_(api), values_(n, nullptr) {}
+  ValueList(const ort::OrtApi& api, std::vector<ort::OrtValue*>* scratch, size_t n)
+      : api_(api), values_(*scratch) {
+    values_.assign(n, nullptr);
+  }
   ~ValueList() {
     for (ort::OrtValue* value : values_) {
       if (value != nullptr) api_.ReleaseValue(value);
     }
+    values_.clear();
   }
   ValueList(const ValueList&) = delete;
   ValueList& operator=(const ValueList&) = delete;
@@ -25,7 +30,7 @@ class ValueList {
 
  private:
   const ort::OrtApi& api_;
-  std::vector<ort::OrtValue*> values_;
+  std::vector<ort::OrtValue*>& values_;
 };
 
 // An output ONNX Runtime allocated, handed on without a copy: the response views share it, and
@@ -453,7 +458,8 @@ Status OrtEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
                             std::to_string(inputs.size()) + " and " +
                             std::to_string(outputs->size()));
   }
-  ValueList in(api_, inputs.size());
+  thread_local std::vector<ort::OrtValue*> in_scratch;
+  ValueList in(api_, &in_scratch, inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const BatchTensor& tensor = inputs[i];
     const ort::OrtElementType type = OrtElementOfDataType(tensor.dtype);
@@ -492,7 +498,8 @@ Status OrtEngine::Execute(const BatchInputs& inputs, BatchOutputs* outputs) {
 Status OrtEngine::RunSession(const BatchInputs& inputs, ort::OrtValue* const* in,
                              bool preallocate, BatchOutputs* outputs) {
   const int64_t rows = !inputs.empty() && !inputs[0].shape.empty() ? inputs[0].shape[0] : 0;
-  ValueList out(api_, outputs_.size());
+  thread_local std::vector<ort::OrtValue*> out_scratch;
+  ValueList out(api_, &out_scratch, outputs_.size());
   bool any_runtime_allocated = false;
   for (size_t j = 0; j < outputs_.size(); ++j) {
     if (preallocate && outputs_[j].fixed_shape) {
