@@ -9,6 +9,7 @@
 
 #include "core/monitor.h"
 #include "core/status.h"
+#include "core/types.h"
 
 namespace pyserver {
 namespace bindings {
@@ -19,6 +20,9 @@ namespace py = pybind11;
 // their status code to Python as a value instead). INVALID_ARGUMENT -> ValueError,
 // UNSUPPORTED -> NotImplementedError, anything else -> RuntimeError. Does nothing for OK.
 void ThrowIfError(const core::Status& status);
+
+// A shape as a tuple of ints (module.cc).
+py::tuple ShapeTuple(const core::Shape& shape);
 
 void BindEngines(py::module_& m);
 void BindCompletionQueue(py::module_& m);

@@ -14,16 +14,6 @@ namespace pyserver {
 namespace bindings {
 namespace {
 
-py::tuple ShapeTuple(const core::Shape& shape) {
-  py::tuple tuple(shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) {
-    PyObject* dim = PyLong_FromLongLong(shape[i]);
-    if (dim == nullptr) throw py::error_already_set();
-    PyTuple_SET_ITEM(tuple.ptr(), static_cast<py::ssize_t>(i), dim);
-  }
-  return tuple;
-}
-
 // GIL held, on the loop thread. Builds (request_id, status_code, payload) tuples: OK -> one
 // (shape, flat read-only uint8 array over the request's bytes) per output, zero copy; else the
 // message. Views of the same output buffer share one capsule.

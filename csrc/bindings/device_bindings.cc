@@ -72,12 +72,6 @@ py::dict PoolStats(const core::PinnedPoolStats& stats) {
   return out;
 }
 
-py::tuple ShapeTuple(const core::Shape& shape) {
-  py::tuple out(shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) out[i] = shape[i];
-  return out;
-}
-
 DeviceOutput::Batch& LiveBatch(const DeviceOutput& output) {
   if (!output.batch->valid) {
     throw py::value_error("this DeviceOutput belongs to a batch that has finished");

@@ -21,6 +21,16 @@ void ThrowIfError(const core::Status& status) {
   }
 }
 
+py::tuple ShapeTuple(const core::Shape& shape) {
+  py::tuple tuple(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) {
+    PyObject* dim = PyLong_FromLongLong(shape[i]);
+    if (dim == nullptr) throw py::error_already_set();
+    PyTuple_SET_ITEM(tuple.ptr(), static_cast<py::ssize_t>(i), dim);
+  }
+  return tuple;
+}
+
 }  // namespace bindings
 }  // namespace pyserver
 

@@ -24,9 +24,7 @@ struct SessionHandle {
 py::list TensorInfos(const std::vector<core::OrtTensorInfo>& tensors) {
   py::list out;
   for (const core::OrtTensorInfo& info : tensors) {
-    py::tuple dims(info.dims.size());
-    for (size_t d = 0; d < info.dims.size(); ++d) dims[d] = info.dims[d];
-    out.append(py::make_tuple(info.name, info.type, dims));
+    out.append(py::make_tuple(info.name, info.type, ShapeTuple(info.dims)));
   }
   return out;
 }
