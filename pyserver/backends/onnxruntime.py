@@ -175,19 +175,13 @@ def _python_options(params: SessionParams) -> Any:
         options.intra_op_num_threads = params.intra_op_num_threads
     if params.inter_op_num_threads is not None:
         options.inter_op_num_threads = params.inter_op_num_threads
+    # The same values as the native engine's (_OPT_LEVELS, _EXECUTION_MODES: ONNX Runtime's).
     if params.graph_optimization_level is not None:
-        options.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[params.graph_optimization_level]
-    if params.execution_mode is not None:
-        options.execution_mode = (
-            ort.ExecutionMode.ORT_SEQUENTIAL
-            if params.execution_mode == "sequential"
-            else ort.ExecutionMode.ORT_PARALLEL
+        options.graph_optimization_level = ort.GraphOptimizationLevel(
+            _OPT_LEVELS[params.graph_optimization_level]
         )
+    if params.execution_mode is not None:
+        options.execution_mode = ort.ExecutionMode(_EXECUTION_MODES[params.execution_mode])
     return options
 
 
