@@ -4,7 +4,7 @@ the same (a name of grpc.StatusCode; kept as text so this module needs no grpc).
 The HTTP protocol and the gRPC servicer are the single places that turn these into answers,
 with the same message on both. A completion's status code from the C++ core becomes one of them
 by its name (`from_core_status`): the numbers live only in csrc/core/status.h, which the
-bindings export as pyserver._core.StatusCode. docs/protocol.md lists the statuses side by side.
+bindings export as pyserver._core.STATUS_CODES. docs/protocol.md lists the statuses side by side.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ModelLoadError(ServerError):
     grpc_status = "INVALID_ARGUMENT"
 
 
-# The core's status names (csrc/core/status.h, pyserver._core.StatusCode) -> the error.
+# The core's status names (csrc/core/status.h, pyserver._core.STATUS_CODES) -> the error.
 _BY_CORE_STATUS: dict[str, type[ServerError]] = {
     "INVALID_ARGUMENT": InvalidRequest,
     "NOT_FOUND": NotFound,

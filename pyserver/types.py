@@ -1,7 +1,8 @@
 """Names shared by every room: datatypes (with Triton's numbering) and tensor specs.
 
 The datatype numbers are Triton's TYPE_* enum, the same on both sides of the pybind11 boundary
-(csrc/core/types.h). Status codes live in csrc/core/status.h alone (pyserver._core.StatusCode).
+(csrc/core/types.h). Status codes live in csrc/core/status.h alone (exported as
+pyserver._core.STATUS_CODES).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 // Status: how every error travels inside the core.
 //
 // The C++ core never throws across threads: functions that can fail return a Status, and a
-// request's failure reaches Python as a completion carrying the code and the message. The codes
-// mirror pyserver.types.StatusCode; the Python side maps each to an exception class in one place
-// (pyserver.errors.from_status), the bindings do the same for setup errors (ThrowIfError).
+// request's failure reaches Python as a completion carrying the code and the message. The Python
+// side maps each code to an exception class in one place (pyserver.errors.from_core_status), the
+// bindings do the same for setup errors (ThrowIfError).
 #pragma once
 
 #include <string>
@@ -12,8 +12,9 @@
 namespace pyserver {
 namespace core {
 
-// The one table of status codes: the bindings export it as pyserver._core.StatusCode, and
-// pyserver/errors.py maps each code's name to its exception class.
+// The one table of status codes: the bindings export it as pyserver._core.STATUS_CODES (name ->
+// number; pyserver.completions.StatusCode is made from it), and pyserver/errors.py maps each
+// code's name to its exception class.
 enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument = 1,
